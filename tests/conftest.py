@@ -1,0 +1,38 @@
+"""Test set-up shared by the whole suite.
+
+Eight fake CPU devices are requested before jax is imported anywhere, so sharding
+tests run on a (data, fsdp, tensor) mesh on a laptop or CI machine.
+"""
+
+import os
+import sys
+import types
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+# Hugging Face must never try the network: every reference model is built by the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _stub_cuda_only_torchvision_registrations():
+  """Lets the CUDA-linked torchvision wheel import next to the CPU torch wheel.
+
+  The only torchvision wheel that pairs with torch 2.13 links CUDA ops; importing it
+  with CPU torch dies in `_meta_registrations`. Those modules only register detection
+  ops (nms, roi_align), which the Qwen3-VL processors never use, so empty stand-ins
+  are safe (reference/qwen3vl.md section 0).
+  """
+  try:
+    import torch  # noqa: PLC0415
+  except ImportError:
+    return
+  if torch.version.cuda is None:
+    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
+      sys.modules.setdefault(name, types.ModuleType(name))
+
+
+_stub_cuda_only_torchvision_registrations()
