@@ -1,0 +1,165 @@
+"""Padding of HF-processor-style batches to a small set of static shapes.
+
+Every distinct input shape costs one XLA compilation, so prompt lengths and visual
+patch counts are rounded up to buckets before they reach a jitted function. The
+default buckets grow geometrically (multiples of `multiple` times 1, 2, 3, 4, 6,
+8, 12, ...), so padding wastes at most a third of a bucket and a run that sees
+lengths up to N compiles O(log N) shapes.
+
+Padding conventions (shared by the sampler and the data pipeline):
+  * `input_ids` are left-padded with `pad_id`; `attention_mask` and
+    `mm_token_type_ids` get 0 there. Right-padded rows are re-aligned to the left.
+  * `pixel_values` / `pixel_values_videos` get zero rows at the end. Their grid
+    (`image_grid_thw` / `video_grid_thw`) gets one padding row `(1, 2, pad // 2)`
+    that owns those rows, so the vision tower's per-item segments still cover
+    every pixel row and the padding item attends only to itself; no placeholder
+    token in `input_ids` refers to it, so its features are never spliced in. Then
+    `(0, 0, 0)` rows fill the grid up to its own bucket (they own no pixel rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# Multipliers of `multiple` for the default geometric buckets (ratio <= 1.5).
+_GROWTH = (1, 2, 3, 4, 6)
+
+# Pixel-row counts are padded in units of this many rows so the padding grid row
+# (1, 2, pad // 2) is a whole number of 2x2 merge blocks.
+_MERGE_ROWS = 4
+
+
+def bucket_size(n: int, buckets: Sequence[int] | None = None, multiple: int = 64) -> int:
+  """The smallest bucket that holds `n` items.
+
+  Args:
+    n: the size to hold (>= 0).
+    buckets: explicit increasing bucket sizes; `n` above the largest is an error.
+    multiple: with `buckets=None`, sizes are `multiple * m` for m in 1, 2, 3, 4, 6,
+      8, 12, 16, 24, ... (each step at most 1.5x the previous).
+
+  Returns:
+    The bucketed size, >= n (and >= `multiple` without explicit buckets).
+  """
+  if n < 0:
+    raise ValueError(f"bucket_size: n must be >= 0, got {n}")
+  if buckets is not None:
+    ordered = sorted(int(b) for b in buckets)
+    for b in ordered:
+      if b >= n:
+        return b
+    raise ValueError(f"size {n} exceeds the largest bucket {ordered[-1] if ordered else None}")
+  if multiple <= 0:
+    raise ValueError(f"bucket_size: multiple must be positive, got {multiple}")
+  units = -(-n // multiple)
+  scale = 1
+  while True:
+    for m in _GROWTH[1:] if scale > 1 else _GROWTH:
+      if m * scale >= units:
+        return m * scale * multiple
+    scale *= 4
+
+
+def left_align(input_ids: np.ndarray, attention_mask: np.ndarray, *others: np.ndarray):
+  """Moves each row's real tokens (mask 1) to the right end, padding to the left.
+
+  Args:
+    input_ids: [B, L] token ids.
+    attention_mask: [B, L] 0/1 mask; real tokens must be contiguous per row.
+    *others: further [B, L] arrays (e.g. `mm_token_type_ids`) moved the same way.
+
+  Returns:
+    `(input_ids, attention_mask, *others)`, left-padded. Padding slots keep the
+    values they had (the caller overwrites them).
+  """
+  mask = np.asarray(attention_mask).astype(bool)
+  arrays = [np.array(input_ids), np.array(attention_mask), *(np.array(o) for o in others)]
+  L = mask.shape[1]
+  for b in range(mask.shape[0]):
+    idx = np.flatnonzero(mask[b])
+    if idx.size and idx[-1] - idx[0] + 1 != idx.size:
+      raise ValueError(f"row {b}: attention_mask has holes; real tokens must be contiguous")
+    shift = L - 1 - idx[-1] if idx.size else 0
+    if shift:
+      for a in arrays:
+        a[b] = np.roll(a[b], shift)
+  return tuple(arrays)
+
+
+def _pad_visual(
+  pixels: np.ndarray, grid: np.ndarray, patch_buckets, patch_multiple: int, grid_rows: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+  pixels, grid = np.asarray(pixels), np.asarray(grid, dtype=np.int64).reshape(-1, 3)
+  n = pixels.shape[0]
+  if n != int(np.prod(grid, axis=1).sum()):
+    raise ValueError(f"{n} pixel rows but the grid {grid.tolist()} covers {np.prod(grid, 1).sum()}")
+  if n % _MERGE_ROWS:
+    raise ValueError(f"pixel row count {n} is not a multiple of the 2x2 merge ({_MERGE_ROWS})")
+  target = bucket_size(n, patch_buckets, patch_multiple)
+  pad = target - n
+  if pad % _MERGE_ROWS:
+    raise ValueError(f"patch bucket {target} - {n} rows is not a multiple of {_MERGE_ROWS}")
+  rows = bucket_size(grid.shape[0] + 1, None, 1) if grid_rows is None else grid_rows
+  if rows < grid.shape[0] + 1:
+    raise ValueError(f"grid_rows={rows} cannot hold {grid.shape[0]} items plus the padding row")
+  pad_rows = np.zeros((rows - grid.shape[0], 3), np.int64)
+  if pad:
+    pad_rows[0] = (1, 2, pad // 2)
+  pixels = np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), pixels.dtype)])
+  return pixels, np.concatenate([grid, pad_rows]).astype(grid.dtype)
+
+
+def pad_batch(
+  inputs: Mapping[str, Any],
+  *,
+  pad_id: int,
+  length_buckets: Sequence[int] | None = None,
+  length_multiple: int = 64,
+  patch_buckets: Sequence[int] | None = None,
+  patch_multiple: int = 256,
+  grid_rows: int | None = None,
+) -> dict[str, np.ndarray]:
+  """Pads a HF-processor-style batch to bucketed shapes (module docstring).
+
+  Args:
+    inputs: dict with `input_ids` [B, L] and optionally `attention_mask`,
+      `mm_token_type_ids`, `pixel_values` + `image_grid_thw`,
+      `pixel_values_videos` + `video_grid_thw` (numpy, torch or jax arrays).
+      Other keys are passed through unchanged.
+    pad_id: the token id written into padding slots.
+    length_buckets, length_multiple: buckets for the prompt length (`bucket_size`).
+    patch_buckets, patch_multiple: buckets for pixel rows (images and videos alike).
+    grid_rows: fixed number of grid rows; default buckets `items + 1`.
+
+  Returns:
+    A new dict of numpy arrays; `attention_mask` and `mm_token_type_ids` are
+    always present (the latter derived by the caller's processor, or zeros).
+  """
+  if "input_ids" not in inputs:
+    raise KeyError("pad_batch: inputs need 'input_ids'")
+  out = {k: np.asarray(v) for k, v in inputs.items() if v is not None}
+  ids = out["input_ids"]
+  if ids.ndim != 2:
+    raise ValueError(f"input_ids must be [B, L], got shape {ids.shape}")
+  mask = out.get("attention_mask", np.ones_like(ids))
+  types = out.get("mm_token_type_ids", np.zeros_like(ids))
+  ids, mask, types = left_align(ids, mask, types)
+  B, L = ids.shape
+  extra = bucket_size(L, length_buckets, length_multiple) - L
+  out["input_ids"] = np.concatenate([np.full((B, extra), pad_id, ids.dtype), ids], axis=1)
+  out["attention_mask"] = np.concatenate([np.zeros((B, extra), mask.dtype), mask], axis=1)
+  out["mm_token_type_ids"] = np.concatenate([np.zeros((B, extra), types.dtype), types], axis=1)
+  keep = out["attention_mask"].astype(bool)
+  out["input_ids"] = np.where(keep, out["input_ids"], pad_id).astype(ids.dtype)
+  out["mm_token_type_ids"] = np.where(keep, out["mm_token_type_ids"], 0).astype(types.dtype)
+  for pix, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+    if (pix in out) != (grid in out):
+      raise ValueError(f"pad_batch: {pix!r} and {grid!r} must come together")
+    if pix in out:
+      out[pix], out[grid] = _pad_visual(
+        out[pix], out[grid], patch_buckets, patch_multiple, grid_rows
+      )
+  return out

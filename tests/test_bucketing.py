@@ -1,0 +1,79 @@
+"""Tests for crpo_jax.bucketing: bucket sizes and HF-style batch padding."""
+
+import numpy as np
+import pytest
+
+from crpo_jax.bucketing import bucket_size, left_align, pad_batch
+
+PAD = 151643
+
+
+def test_bucket_size_default_geometric():
+  sizes = [bucket_size(n) for n in (0, 1, 64, 65, 128, 129, 200, 257, 385, 1000)]
+  assert sizes == [64, 64, 64, 128, 128, 192, 256, 384, 512, 1024]
+  # Bounded: all lengths up to 8192 fall into few buckets, each wasting < 1/2.
+  seen = {bucket_size(n) for n in range(1, 8193)}
+  assert len(seen) <= 14
+  assert all(bucket_size(n) < 1.5 * n + 64 for n in range(1, 8193))
+
+
+def test_bucket_size_explicit_and_errors():
+  assert bucket_size(5, [4, 8, 16]) == 8
+  assert bucket_size(16, [16, 4, 8]) == 16
+  with pytest.raises(ValueError, match="exceeds"):
+    bucket_size(17, [4, 8, 16])
+  with pytest.raises(ValueError):
+    bucket_size(-1)
+
+
+def test_left_align_moves_right_padding():
+  ids = np.array([[5, 6, 0, 0], [0, 7, 8, 9]])
+  mask = np.array([[1, 1, 0, 0], [0, 1, 1, 1]])
+  ids2, mask2 = left_align(ids, mask)
+  np.testing.assert_array_equal(mask2, [[0, 0, 1, 1], [0, 1, 1, 1]])
+  np.testing.assert_array_equal(ids2[mask2 == 1], [5, 6, 7, 8, 9])
+  with pytest.raises(ValueError, match="holes"):
+    left_align(ids, np.array([[1, 0, 1, 0], [1, 1, 1, 1]]))
+
+
+def test_pad_batch_text_and_visual():
+  ids = np.array([[11, 151655, 151655, 151655, 151655, 12], [PAD, PAD, 13, 14, 15, 16]])
+  mask = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+  types = (ids == 151655).astype(np.int64)
+  pixels = np.arange(16 * 6, dtype=np.float32).reshape(16, 6)
+  grid = np.array([[1, 4, 4]])
+  out = pad_batch(
+    {
+      "input_ids": ids,
+      "attention_mask": mask,
+      "mm_token_type_ids": types,
+      "pixel_values": pixels,
+      "image_grid_thw": grid,
+    },
+    pad_id=PAD,
+    length_multiple=8,
+    patch_multiple=32,
+  )
+  assert out["input_ids"].shape == (2, 8)
+  np.testing.assert_array_equal(out["input_ids"][:, 2:], ids)
+  np.testing.assert_array_equal(out["input_ids"][:, :2], PAD)
+  np.testing.assert_array_equal(out["attention_mask"][:, 2:], mask)
+  np.testing.assert_array_equal(out["mm_token_type_ids"][0, 2:], types[0])
+  assert out["pixel_values"].shape == (32, 6)
+  np.testing.assert_array_equal(out["pixel_values"][:16], pixels)
+  assert not out["pixel_values"][16:].any()
+  # Grid rows: the real item, then the padding item owning the 16 extra rows.
+  np.testing.assert_array_equal(out["image_grid_thw"], [[1, 4, 4], [1, 2, 8]])
+  assert np.prod(out["image_grid_thw"], axis=1).sum() == 32
+
+
+def test_pad_batch_rejects_inconsistent_grid():
+  with pytest.raises(ValueError, match="covers"):
+    pad_batch(
+      {
+        "input_ids": np.ones((1, 3), np.int64),
+        "pixel_values": np.zeros((8, 2)),
+        "image_grid_thw": np.array([[1, 2, 2]]),
+      },
+      pad_id=PAD,
+    )
