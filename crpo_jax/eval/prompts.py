@@ -1,0 +1,98 @@
+"""Prompts, each as its benchmark's official evaluation writes it.
+
+Sources (reference/video_rl.md section 5; METHOD.md section 2 for our format):
+  dybench     our training format: question, "Options:", "X. text" lines (null
+              option last), then the <think>/<answer> instruction.
+  timeblind   `add_question_suffix`: " Please output Yes or No." / " Please output
+              A or B."
+  tempcompass `run_qwen2_vl.py` answer prompts per task file.
+  mvbench     VideoChat2 `mvbench.ipynb`: system prompt, "Question: ...\\nOptions:\\n
+              (A) ...", "\\nOnly give the best option.", assistant "Best option:(".
+  videomme    the Video-MME w/o-subtitles prompt ending "The best answer is:".
+"""
+
+from __future__ import annotations
+
+from crpo_jax.data import transforms
+from crpo_jax.eval.items import EvalItem, Prompt
+
+# METHOD.md section 2; training prompts must use the same words (ours).
+THINK_ANSWER_INSTRUCTION = (
+  "Think about the question step by step inside <think></think> tags, then give only "
+  "the letter of the correct option inside <answer></answer> tags."
+)
+
+TIMEBLIND_SUFFIX = {"yes_no": " Please output Yes or No.", "mcq": " Please output A or B."}
+
+TEMPCOMPASS_ANSWER_PROMPT = {
+  "multi-choice": "\nPlease directly give the best option:",
+  "yes_no": "\nPlease answer yes or no:",
+  "caption_matching": "\nPlease directly give the best option:",
+}
+
+MVBENCH_SYSTEM = (
+  "Carefully watch the video and pay attention to the cause and sequence of events, "
+  "the detail and movement of objects, and the action and pose of persons. Based on "
+  "your observations, select the best option that accurately addresses the question."
+)
+MVBENCH_QUESTION_PROMPT = "\nOnly give the best option."
+MVBENCH_ANSWER_PREFIX = "Best option:("
+
+VIDEOMME_INSTRUCTION = (
+  "Select the best answer to the following multiple-choice question based on the video. "
+  "Respond with only the letter (A, B, C, or D) of the correct option."
+)
+VIDEOMME_POST = "The best answer is:"
+
+
+def _letter(i: int) -> str:
+  return chr(ord("A") + i)
+
+
+def dybench_options(item: EvalItem, null_option: bool) -> tuple[str, ...]:
+  """The options shown to the model: released ones, plus the null option if asked."""
+  return transforms.append_null_option(item.options) if null_option else item.options
+
+
+def dybench_prompt(item: EvalItem, null_option: bool = True) -> Prompt:
+  """Our training prompt (METHOD.md section 2); `null_option` as in training."""
+  lines = [item.question, "Options:"]
+  lines += [f"{_letter(i)}. {o}" for i, o in enumerate(dybench_options(item, null_option))]
+  lines.append(THINK_ANSWER_INSTRUCTION)
+  return Prompt(user="\n".join(lines))
+
+
+def timeblind_prompt(item: EvalItem) -> Prompt:
+  return Prompt(user=item.question + TIMEBLIND_SUFFIX[item.fmt])
+
+
+def tempcompass_prompt(item: EvalItem) -> Prompt:
+  return Prompt(user=item.question + TEMPCOMPASS_ANSWER_PROMPT[item.meta["task"]])
+
+
+def mvbench_question(item: EvalItem) -> str:
+  """VideoChat2's `qa_template` question block (trailing whitespace stripped)."""
+  text = f"Question: {item.question}\nOptions:\n"
+  text += "".join(f"({_letter(i)}) {c}\n" for i, c in enumerate(item.options))
+  return text.rstrip()
+
+
+def mvbench_prompt(item: EvalItem) -> Prompt:
+  return Prompt(
+    user=mvbench_question(item) + MVBENCH_QUESTION_PROMPT,
+    system=MVBENCH_SYSTEM,
+    assistant_prefix=MVBENCH_ANSWER_PREFIX,
+  )
+
+
+def videomme_prompt(item: EvalItem, subtitles: bool = False) -> Prompt:
+  """Video-MME without subtitles.
+
+  Raises:
+    NotImplementedError: for `subtitles=True`; the w/-subs setting needs the
+      subtitles aligned to the sampled frames, which the loader does not read.
+  """
+  if subtitles:
+    raise NotImplementedError("Video-MME with subtitles is not supported; use subtitles=False")
+  options = "\n".join(f"{_letter(i)}. {o}" for i, o in enumerate(item.options))
+  return Prompt(user=f"{VIDEOMME_INSTRUCTION}\n{item.question}\n{options}\n{VIDEOMME_POST}")
