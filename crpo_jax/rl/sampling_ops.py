@@ -1,0 +1,92 @@
+"""Token selection for the sampler: greedy, temperature, top-k, top-p, log-probs.
+
+All functions are pure and jittable; `temperature`, `top_k` and `top_p` are Python
+values fixed at trace time, so the greedy and truncation branches cost nothing
+when they are off.
+
+Log-prob convention (what the learner uses as the old policy's log-probs):
+  * temperature > 0: `log_softmax(logits / temperature)[token]`, the *untruncated*
+    tempered distribution. top-k / top-p only restrict which token may be drawn;
+    the returned log-prob is the one a teacher-forced forward of the same policy
+    at the same temperature gives, as TRL and veRL compute it. At the default
+    temperature 1.0 it is the policy's own log-prob.
+  * greedy (temperature 0): raw `log_softmax(logits)[token]`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+_NEG_INF = -jnp.inf
+
+
+def top_k_mask(logits: Float[Array, "B V"], k: int) -> Float[Array, "B V"]:
+  """Sets every logit below the k-th largest of its row to -inf (k=0: no-op).
+
+  Ties with the k-th largest are kept, so at least k tokens stay available.
+  """
+  if k <= 0 or k >= logits.shape[-1]:
+    return logits
+  kth = jax.lax.top_k(logits, k)[0][..., -1:]
+  return jnp.where(logits >= kth, logits, _NEG_INF)
+
+
+def top_p_mask(logits: Float[Array, "B V"], p: float) -> Float[Array, "B V"]:
+  """Nucleus filter: keeps the smallest top set of tokens whose mass reaches p.
+
+  A token is kept when the mass of the strictly more probable tokens is below p,
+  so the most probable token is always kept. Ties at the boundary are all kept.
+  """
+  if p >= 1.0:
+    return logits
+  if p <= 0.0:
+    raise ValueError(f"top_p must be in (0, 1], got {p}")
+  sorted_desc = -jnp.sort(-logits, axis=-1)
+  probs = jax.nn.softmax(sorted_desc, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  n_keep = jnp.sum(mass_before < p, axis=-1, keepdims=True)
+  threshold = jnp.take_along_axis(sorted_desc, n_keep - 1, axis=-1)
+  return jnp.where(logits >= threshold, logits, _NEG_INF)
+
+
+def sample_logits(
+  logits: Float[Array, "B V"],
+  rng: jax.Array,
+  *,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+) -> tuple[Int[Array, " B"], Float[Array, " B"]]:
+  """Draws one token per row and returns it with its log-prob (module docstring).
+
+  Args:
+    logits: float logits, upcast to float32.
+    rng: a PRNG key; each row draws independently from it.
+    temperature: 0 selects greedy argmax (rng unused).
+    top_k: keep only the k most probable tokens (0 = all).
+    top_p: nucleus mass (1.0 = all).
+
+  Returns:
+    (tokens int32 [B], logprobs float32 [B]).
+  """
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}")
+  logits = logits.astype(jnp.float32)
+  if temperature == 0.0:
+    tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return tokens, token_logprobs(logits, tokens)
+  scaled = logits / temperature
+  # top-k first: it bounds the set top-p then sorts over (same order as HF's
+  # TopKLogitsWarper before TopPLogitsWarper).
+  filtered = top_p_mask(top_k_mask(scaled, top_k), top_p)
+  tokens = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+  return tokens, token_logprobs(scaled, tokens)
+
+
+def token_logprobs(logits: Float[Array, "*B V"], tokens: Int[Array, "*B"]) -> Float[Array, "*B"]:
+  """log_softmax(logits)[tokens] in float32 without materialising the full log-softmax."""
+  logits = logits.astype(jnp.float32)
+  picked = jnp.take_along_axis(logits, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(logits, axis=-1)

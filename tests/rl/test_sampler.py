@@ -1,0 +1,160 @@
+"""Sampler machinery on the stand-in policy: exactness, stopping, groups, sharding, compiles."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from crpo_jax import sharding
+from crpo_jax.rl.sampler import SamplingConfig, generate, make_sampler
+from crpo_jax.rl.sampling_ops import token_logprobs
+from tests.rl.test_sampler_standin import CONFIG, MARKER, StandinLM, init_cache
+
+PAD = CONFIG.pad_token_id
+NO_STOP = (CONFIG.text.vocab_size + 5,)  # an id the model can never emit
+
+
+def _prompts():
+  """A left-padded batch of three prompts of different lengths, one with a marker."""
+  ids = np.array(
+    [[PAD, PAD, PAD, 5, 9, 11], [4, 8, MARKER, 2, 6, 10], [PAD, 12, 13, 14, 15, 16]], np.int32
+  )
+  mask = (np.arange(6)[None] >= np.array([[3], [0], [1]])).astype(np.int32)
+  return {"input_ids": ids, "attention_mask": mask}
+
+
+def _run(model, batch, **kw):
+  kw.setdefault("eos_ids", NO_STOP)
+  return generate(model, batch, init_cache=init_cache, **kw)
+
+
+def _full_logits(model, batch, out, num_samples):
+  """Teacher-forced logits over [prompt | completion] for every output row."""
+  ids = np.repeat(batch["input_ids"], num_samples, 0)
+  mask = np.repeat(batch["attention_mask"], num_samples, 0)
+  seq = jnp.concatenate([ids, out.tokens], 1)
+  full_mask = jnp.concatenate([mask, out.mask.astype(mask.dtype)], 1)
+  L = ids.shape[1]
+  return model(seq, full_mask)[:, L - 1 : -1]
+
+
+def test_greedy_equals_uncached_greedy_loop():
+  model, batch = StandinLM(), _prompts()
+  out = _run(model, batch, max_new_tokens=7)
+  ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
+  for t in range(7):  # greedy by repeated full forwards, no cache at all
+    nxt = jnp.argmax(model(ids, mask)[:, -1], -1)
+    ids = jnp.concatenate([ids, nxt[:, None]], 1)
+    mask = jnp.concatenate([mask, jnp.ones_like(mask[:, :1])], 1)
+  np.testing.assert_array_equal(out.tokens, ids[:, 6:])
+  assert out.tokens.dtype == jnp.int32 and out.logprobs.dtype == jnp.float32
+  np.testing.assert_array_equal(out.lengths, 7)
+  assert out.mask.all()
+
+
+@pytest.mark.parametrize(
+  "kw", [{}, {"temperature": 0.7, "top_k": 9, "num_samples": 2}, {"temperature": 1.3, "top_p": 0.8}]
+)
+def test_logprobs_equal_teacher_forced(kw):
+  model, batch = StandinLM(), _prompts()
+  out = _run(model, batch, max_new_tokens=6, seed=3, eos_ids=(4, 5), **kw)
+  logits = _full_logits(model, batch, out, kw.get("num_samples", 1))
+  expected = token_logprobs(logits / kw.get("temperature", 1.0), out.tokens)
+  m = np.asarray(out.mask)
+  np.testing.assert_allclose(np.asarray(out.logprobs)[m], np.asarray(expected)[m], atol=1e-5)
+  assert not np.asarray(out.logprobs)[~m].any()
+
+
+def test_rows_stop_independently():
+  model, batch = StandinLM(), _prompts()
+  free = np.asarray(_run(model, batch, max_new_tokens=8).tokens)
+  stop = int(free[1, 2])  # row 1 stops at step 2 (or earlier if it appears before)
+  out = _run(model, batch, max_new_tokens=8, eos_ids=(stop,))
+  tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+  for b in range(3):
+    hits = np.flatnonzero(free[b] == stop)
+    n = hits[0] + 1 if hits.size else 8
+    assert lengths[b] == n
+    np.testing.assert_array_equal(tokens[b, :n], free[b, :n])
+    np.testing.assert_array_equal(tokens[b, n:], PAD)
+    np.testing.assert_array_equal(np.asarray(out.mask)[b], np.arange(8) < n)
+  assert len(set(lengths.tolist())) > 1, "choose a stop token that separates the rows"
+
+
+def test_groups_share_prefill_prompt_major():
+  model, batch = StandinLM(), _prompts()
+  one = _run(model, batch, max_new_tokens=5)
+  three = _run(model, batch, max_new_tokens=5, num_samples=3)
+  np.testing.assert_array_equal(three.tokens, np.repeat(one.tokens, 3, 0))
+  sampled = np.asarray(_run(model, batch, max_new_tokens=5, num_samples=4, temperature=1.0).tokens)
+  assert sampled.shape == (12, 5)
+  for b in range(3):  # samples of one prompt differ (a fixed seed; 4 draws of 5 tokens)
+    assert len({tuple(r) for r in sampled[4 * b : 4 * b + 4]}) > 1
+  again = np.asarray(_run(model, batch, max_new_tokens=5, num_samples=4, temperature=1.0).tokens)
+  np.testing.assert_array_equal(sampled, again)
+
+
+def test_pixel_values_reach_the_model():
+  model, batch = StandinLM(), _prompts()
+  pix = dict(
+    batch, pixel_values=np.full((8, 6), 2.0, np.float32), image_grid_thw=np.array([[1, 2, 4]])
+  )
+  a = _run(model, batch, max_new_tokens=4)
+  b = _run(model, pix, max_new_tokens=4)
+  assert not np.allclose(a.logprobs[1], b.logprobs[1])  # row 1 holds the marker
+  np.testing.assert_allclose(a.logprobs[0], b.logprobs[0], atol=1e-6)
+
+
+def test_sharded_equals_unsharded():
+  model = StandinLM()
+  batch = _prompts()
+  batch = {k: np.concatenate([v, v[::-1]]) for k, v in batch.items()}  # 6 prompts
+  cfg = SamplingConfig(max_new_tokens=6, num_samples=2, temperature=1.0, top_k=20, eos_ids=(4,))
+  graphdef, state = nnx.split(model)
+  rng = jax.random.key(7)
+  ref = make_sampler(graphdef, CONFIG, cfg, init_cache=init_cache)(state, batch, rng)
+  mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
+  sharded_state = jax.device_put(state, sharding.param_shardings(state, mesh))
+  fn = make_sampler(graphdef, CONFIG, cfg, mesh=mesh, init_cache=init_cache)
+  out = fn(sharded_state, batch, rng)
+  np.testing.assert_array_equal(out.tokens, ref.tokens)
+  np.testing.assert_array_equal(out.lengths, ref.lengths)
+  np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+  assert len(out.tokens.sharding.device_set) == 8
+  # 12 rows over fsdp=4 (data=1): rows are split, not replicated.
+  assert out.tokens.sharding.spec[0] == ("data", "fsdp") or out.tokens.sharding.spec[0] == "fsdp"
+
+
+def test_compilations_bounded_by_buckets():
+  model = StandinLM()
+  rng = np.random.default_rng(0)
+  graphdef, _ = nnx.split(model)
+  counts = []
+  from crpo_jax.rl import sampler as sampler_mod
+
+  for i, (length, patches) in enumerate([(5, 8), (17, 40), (60, 200), (70, 300), (9, 16), (100, 500)] * 2):
+    ids = rng.integers(1, 60, (2, length)).astype(np.int32)
+    ids[0, : length // 2] = PAD
+    mask = (ids != PAD).astype(np.int32)
+    mask[1] = 1
+    grid = np.array([[1, 2, patches // 2]])
+    batch = {
+      "input_ids": ids,
+      "attention_mask": mask,
+      "pixel_values": rng.normal(size=(patches, 6)).astype(np.float32),
+      "image_grid_thw": grid,
+    }
+    _run(model, batch, max_new_tokens=3, num_samples=2)
+    sampler = sampler_mod._cached_sampler(
+      graphdef,
+      CONFIG,
+      SamplingConfig(max_new_tokens=3, num_samples=2, eos_ids=NO_STOP, pad_id=PAD),
+      init_cache,
+    )
+    counts.append(sampler.num_traces)
+  # Lengths <= 64 and <= 256 patches share one shape; (70, 300) and (100, 500)
+  # share the (128, 512) bucket: 12 calls, 2 compilations.
+  assert counts == [1, 1, 1, 2, 2, 2] * 2
