@@ -9,12 +9,10 @@ lengths up to N compiles O(log N) shapes.
 Padding conventions (shared by the sampler and the data pipeline):
   * `input_ids` are left-padded with `pad_id`; `attention_mask` and
     `mm_token_type_ids` get 0 there. Right-padded rows are re-aligned to the left.
-  * `pixel_values` / `pixel_values_videos` get zero rows at the end. Their grid
-    (`image_grid_thw` / `video_grid_thw`) gets one padding row `(1, 2, pad // 2)`
-    that owns those rows, so the vision tower's per-item segments still cover
-    every pixel row and the padding item attends only to itself; no placeholder
-    token in `input_ids` refers to it, so its features are never spliced in. Then
-    `(0, 0, 0)` rows fill the grid up to its own bucket (they own no pixel rows).
+  * `pixel_values` / `pixel_values_videos` get zero rows at the end, which no
+    grid row covers, and their grids (`image_grid_thw` / `video_grid_thw`) get
+    `(0, 0, 0)` rows up to a bucketed item count. The vision tower
+    (`crpo_jax.model.vision`) treats both as padding that changes no real output.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ import numpy as np
 # Multipliers of `multiple` for the default geometric buckets (ratio <= 1.5).
 _GROWTH = (1, 2, 3, 4, 6)
 
-# Pixel-row counts are padded in units of this many rows so the padding grid row
-# (1, 2, pad // 2) is a whole number of 2x2 merge blocks.
+# Pixel rows come in whole 2x2 merge blocks; padding keeps that.
 _MERGE_ROWS = 4
 
 
@@ -102,12 +99,10 @@ def _pad_visual(
   pad = target - n
   if pad % _MERGE_ROWS:
     raise ValueError(f"patch bucket {target} - {n} rows is not a multiple of {_MERGE_ROWS}")
-  rows = bucket_size(grid.shape[0] + 1, None, 1) if grid_rows is None else grid_rows
-  if rows < grid.shape[0] + 1:
-    raise ValueError(f"grid_rows={rows} cannot hold {grid.shape[0]} items plus the padding row")
+  rows = bucket_size(grid.shape[0], None, 1) if grid_rows is None else grid_rows
+  if rows < grid.shape[0]:
+    raise ValueError(f"grid_rows={rows} cannot hold {grid.shape[0]} items")
   pad_rows = np.zeros((rows - grid.shape[0], 3), np.int64)
-  if pad:
-    pad_rows[0] = (1, 2, pad // 2)
   pixels = np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), pixels.dtype)])
   return pixels, np.concatenate([grid, pad_rows]).astype(grid.dtype)
 
@@ -132,7 +127,7 @@ def pad_batch(
     pad_id: the token id written into padding slots.
     length_buckets, length_multiple: buckets for the prompt length (`bucket_size`).
     patch_buckets, patch_multiple: buckets for pixel rows (images and videos alike).
-    grid_rows: fixed number of grid rows; default buckets `items + 1`.
+    grid_rows: fixed number of grid rows; default buckets the item count.
 
   Returns:
     A new dict of numpy arrays; `attention_mask` and `mm_token_type_ids` are

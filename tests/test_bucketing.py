@@ -62,9 +62,25 @@ def test_pad_batch_text_and_visual():
   assert out["pixel_values"].shape == (32, 6)
   np.testing.assert_array_equal(out["pixel_values"][:16], pixels)
   assert not out["pixel_values"][16:].any()
-  # Grid rows: the real item, then the padding item owning the 16 extra rows.
-  np.testing.assert_array_equal(out["image_grid_thw"], [[1, 4, 4], [1, 2, 8]])
-  assert np.prod(out["image_grid_thw"], axis=1).sum() == 32
+  # One item stays one grid row; padding pixel rows are covered by no grid row.
+  np.testing.assert_array_equal(out["image_grid_thw"], [[1, 4, 4]])
+
+
+def test_pad_batch_grid_rows_bucketed_with_empty_items():
+  grid = np.array([[1, 2, 2], [2, 2, 2], [1, 2, 4], [1, 2, 2], [1, 2, 2]])
+  n = int(np.prod(grid, axis=1).sum())
+  out = pad_batch(
+    {
+      "input_ids": np.ones((1, 3), np.int64),
+      "pixel_values_videos": np.ones((n, 2)),
+      "video_grid_thw": grid,
+    },
+    pad_id=PAD,
+  )
+  assert out["pixel_values_videos"].shape == (256, 2)
+  np.testing.assert_array_equal(out["video_grid_thw"][:5], grid)
+  np.testing.assert_array_equal(out["video_grid_thw"][5:], 0)
+  assert out["video_grid_thw"].shape == (6, 3)
 
 
 def test_pad_batch_rejects_inconsistent_grid():
