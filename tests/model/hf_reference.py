@@ -236,3 +236,49 @@ def to_torch(inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def hf_logits(model: transformers.Qwen3VLForConditionalGeneration, inputs) -> np.ndarray:
   """Float32 logits [B, L, V] of a full no-cache forward."""
   return model(**to_torch(inputs), use_cache=False).logits.float().numpy()
+
+
+# ------------------------------------------------------------------ weights HF -> ours
+
+
+def _to_ours(tensor: torch.Tensor, transform: str) -> np.ndarray:
+  from crpo_jax.model.hf_spec import IDENTITY, PATCH_CONV, TRANSPOSE
+
+  a = tensor.detach().float().numpy()
+  if transform == IDENTITY:
+    return a
+  if transform == TRANSPOSE:
+    return a.T
+  if transform == PATCH_CONV:
+    return a.reshape(a.shape[0], -1).T
+  raise ValueError(f"hf_reference: unknown transform {transform!r}")
+
+
+def copy_hf_weights(model, hf_model: transformers.Qwen3VLForConditionalGeneration) -> None:
+  """Loads the HF model's weights into a crpo_jax `Qwen3VL`, driven by `hf_params`.
+
+  A stand-in for `hf_io.load_hf` that needs no files; it also checks that the
+  mapping covers every parameter of `model` exactly once with matching shapes.
+  """
+  from flax import nnx
+
+  from crpo_jax.model.vlm import hf_params
+
+  sd = hf_model.state_dict()
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  seen = set()
+  for p in hf_params(model.config):
+    if p.path not in flat:
+      raise KeyError(f"hf_reference: {p.path} from hf_params is not a parameter of the model")
+    slices = [_to_ours(sd[k], p.transform) for k in p.keys()]  # noqa: SIM118 (HFParam.keys)
+    value = np.stack(slices) if p.num_layers is not None else slices[0]
+    var = flat[p.path]
+    if value.shape != var.get_value().shape:
+      raise ValueError(
+        f"hf_reference: {p.path} has shape {var.get_value().shape}, HF {value.shape}"
+      )
+    var.set_value(np.asarray(value, var.get_value().dtype))
+    seen.add(p.path)
+  missing = set(flat) - seen
+  if missing:
+    raise KeyError(f"hf_reference: parameters not covered by hf_params: {sorted(missing)}")
