@@ -89,18 +89,19 @@ def classify(err: Exception) -> str:
     return "malformed_record"
   if not isinstance(err, video.VideoError):
     return "process_error"
-  r = err.reason
+  r = err.reason  # video.py's reasons start with a fixed phrase; the rest may hold paths
   for key, reason in (
-    ("not found", "missing_file"),
-    ("directory", "missing_file"),
+    ("file not found", "missing_file"),
+    ("is a directory", "missing_file"),
     ("zero frames", "zero_frames"),
     ("fewer than 2", "too_few_frames"),
     ("resolution", "bad_resolution"),
     ("aspect", "bad_resolution"),
     ("truncated", "truncated"),
     ("no video stream", "no_video_stream"),
+    ("unreadable container", "unreadable_container"),  # garbage, or mp4 cut before moov
   ):
-    if key in r:
+    if r.startswith(key):
       return reason
   return "corrupt_video"
 
