@@ -11,15 +11,37 @@ TensorBoard groups them per branch and per route.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers
-from clu.metric_writers import interface
+
+
+def _clu_writers():
+  """Imports `clu.metric_writers` on an image without TensorFlow.
+
+  CLU's package `__init__` imports its TensorFlow summary writer unconditionally, so
+  without TensorFlow nothing in `clu.metric_writers` imports. When TensorFlow is
+  absent, an empty stand-in takes that one module's place; crpo_jax writes event
+  files with `TensorBoardWriter` below instead.
+  """
+  if importlib.util.find_spec("tensorflow") is None:
+    stub = types.ModuleType("clu.metric_writers.summary_writer")
+    stub.SummaryWriter = None
+    sys.modules.setdefault("clu.metric_writers.summary_writer", stub)
+  from clu import metric_writers
+  from clu.metric_writers import interface
+
+  return metric_writers, interface
+
+
+metric_writers, interface = _clu_writers()
 
 
 class TensorBoardWriter(interface.MetricWriter):

@@ -32,6 +32,8 @@ def make_schedule(
   if total_steps <= 0:
     raise ValueError(f"total_steps must be positive, got {total_steps}")
   warmup_steps = max(0, min(int(warmup_steps), int(total_steps)))
+  if kind == "cosine" and warmup_steps == total_steps:
+    kind = "constant"  # nothing left to decay over (short smoke runs)
   if kind == "cosine":
     if warmup_steps == 0:
       return optax.cosine_decay_schedule(peak_lr, total_steps, alpha=final_lr_fraction)

@@ -1,0 +1,85 @@
+"""crpo_jax entry point: `python -m crpo_jax.main --config=configs/NAME.py --workdir=DIR`.
+
+Any config field can be overridden with `--config.field=value` (for example
+`--config.algo=grpo --config.train_steps=50`). Every host of a multi-host job runs
+this same command; see launch/README.md.
+
+Multi-process initialisation (`jax.distributed.initialize`) happens when the
+environment says the job spans several processes:
+  - Cloud TPU pod slices: `TPU_WORKER_HOSTNAMES` lists more than one worker, or
+    `MEGASCALE_COORDINATOR_ADDRESS` is set; JAX reads the rest from the TPU metadata.
+  - SLURM: `SLURM_NTASKS` > 1 (one task per node or per GPU); JAX's SLURM cluster
+    detection reads `SLURM_*` and `SLURM_STEP_NODELIST`.
+  - Explicit: `JAX_COORDINATOR_ADDRESS` (host:port), `JAX_NUM_PROCESSES` and
+    `JAX_PROCESS_ID` (any launcher, e.g. Kubernetes / Open MPI wrappers).
+`--nodistributed` skips it (e.g. several independent single-host jobs).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, data and export go here.")
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed", True, "Call jax.distributed.initialize() when the environment is multi-process."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def multiprocess_env(env: dict[str, str] | None = None) -> str | None:
+  """Names the multi-process launcher the environment shows, or None for one process."""
+  env = dict(os.environ if env is None else env)
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return "explicit"
+  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
+    return "tpu"
+  if env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    return "tpu"
+  if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_STEP_NODELIST"):
+    return "slurm"
+  return None
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` with what the environment provides."""
+  import jax  # absl flags parse before jax reads its config
+
+  kind = multiprocess_env()
+  if kind is None:
+    return
+  if kind == "explicit":
+    jax.distributed.initialize(
+      coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+      process_id=int(os.environ["JAX_PROCESS_ID"]),
+    )
+  else:  # TPU metadata / SLURM variables are auto-detected by JAX.
+    jax.distributed.initialize()
+  logging.info(
+    "jax.distributed (%s): process %d of %d, %d local / %d global devices",
+    kind,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _DISTRIBUTED.value:
+    initialize_distributed()
+  from crpo_jax.train import loop  # imported after distributed init
+
+  loop.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,225 @@
+"""Host-side batch plumbing for the learner and SFT: videos, prompts, training rows.
+
+`ModelDef` wraps the split policy: the pieces jitted code needs (graphdef, buffers,
+the sampler's view of the parameters) and the one traced function both RL and SFT
+differentiate, `completion_logprobs`.
+
+Videos travel as HF `pixel_values_videos` rows ([patches, C*Tp*P*P], layout
+(t, h/m, w/m, m, m | C, Tp, P, P) of the Qwen2/3-VL processors) with one
+`video_grid_thw` row per video. The T-GRPO shuffle and ArrowRL reversal are done on
+these rows directly, frames unpacked from their temporal patches, so every branch
+shares the original's token layout (METHOD.md section 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from crpo_jax.model.config import Qwen3VLConfig
+from crpo_jax.rl import logprobs as logprobs_lib
+from crpo_jax.rl import sampler as sampler_lib
+from crpo_jax.train import state as state_lib
+
+Videos = tuple[list[np.ndarray], np.ndarray]  # per-prompt patch rows, grid [P, 3]
+
+
+@dataclasses.dataclass
+class ModelDef:
+  """The policy's static structure, split once."""
+
+  config: Qwen3VLConfig
+  graphdef: Any  # graphdef of split_model (params, rest)
+  rest: Any  # non-parameter state (usually empty)
+  full_graphdef: Any  # graphdef of nnx.split(model), what the sampler merges
+  template: nnx.State  # parameters with metadata (shapes/shardings), values unused
+
+  @classmethod
+  def from_model(cls, model: nnx.Module) -> ModelDef:
+    graphdef, params, rest = state_lib.split_model(model)
+    full_graphdef, _ = nnx.split(model)
+    return cls(model.config, graphdef, rest, full_graphdef, params)
+
+  @property
+  def eos_ids(self) -> tuple[int, ...]:
+    return tuple(dict.fromkeys((self.config.eos_token_id, sampler_lib.ENDOFTEXT_ID)))
+
+  @property
+  def pad_id(self) -> int:
+    return self.config.pad_token_id
+
+  def params_state(self, pure: Any) -> nnx.State:
+    """An nnx.State with the template's metadata and `pure`'s values."""
+    flat = dict(nnx.traversals.flatten_mapping(pure))
+    return nnx.from_flat_state(
+      [(path, v.replace(flat[path])) for path, v in nnx.to_flat_state(self.template)]
+    )
+
+  def sampler_state(self, pure: Any) -> nnx.State:
+    state = self.params_state(pure)
+    if jax.tree.leaves(self.rest):
+      state = nnx.merge_state(state, self.rest)
+    return state
+
+  def sampler(self, sampling: sampler_lib.SamplingConfig, mesh, rules):
+    return sampler_lib.make_sampler(self.full_graphdef, self.config, sampling, mesh, rules)
+
+  def completion_logprobs(self, params, mb, temperature: float, chunk: int):
+    """log pi and entropy of `mb['tokens']` after `mb['prompt_ids']`, [b, T] (traced)."""
+    model = state_lib.merge_model(self.graphdef, params, self.rest)
+    ids = jnp.concatenate([mb["prompt_ids"], mb["tokens"]], axis=1)
+    attn = jnp.concatenate([mb["prompt_mask"], mb["mask"]], axis=1).astype(jnp.int32)
+    h = model.hidden_states(
+      ids,
+      attn,
+      pixel_values_videos=mb["pixel_values_videos"],
+      video_grid_thw=mb["video_grid_thw"],
+    )
+    lp, t = mb["prompt_ids"].shape[1], mb["tokens"].shape[1]
+    # Position i predicts token i + 1: completion token j comes from position lp-1+j.
+    h = h[:, lp - 1 : lp - 1 + t]
+    return logprobs_lib.token_logprobs(
+      h, model.output_kernel(), mb["tokens"], chunk_size=chunk, temperature=temperature
+    )
+
+
+def decode(tokenizer, tokens: np.ndarray, length: int) -> str:
+  return tokenizer.decode([int(t) for t in tokens[:length]], skip_special_tokens=True)
+
+
+# -------------------------------------------------------------------- videos
+
+
+def split_videos(inputs: dict[str, Any], num_prompts: int) -> Videos:
+  """Per-prompt patch rows of a (possibly bucket-padded) batch; padding rows dropped."""
+  grid = np.asarray(inputs["video_grid_thw"]).reshape(-1, 3)[:num_prompts]
+  pix = np.asarray(inputs["pixel_values_videos"])
+  sizes = np.prod(grid, axis=1)
+  starts = np.concatenate([[0], np.cumsum(sizes)])
+  return [pix[starts[i] : starts[i + 1]] for i in range(num_prompts)], grid.copy()
+
+
+def _unpack(rows: np.ndarray, grid: np.ndarray, vision) -> np.ndarray:
+  """[t*h*w, C*Tp*P*P] -> [t, h/m, w/m, m, m, C, Tp, P, P]."""
+  t, h, w = (int(x) for x in grid)
+  m, c, tp, p = (
+    vision.spatial_merge_size,
+    vision.in_channels,
+    vision.temporal_patch_size,
+    vision.patch_size,
+  )
+  return rows.reshape(t, h // m, w // m, m, m, c, tp, p, p)
+
+
+def transform_rows(rows: np.ndarray, grid: np.ndarray, vision, kind: str, rng=None) -> np.ndarray:
+  """Flip, reverse or frame-shuffle one video given as processor patch rows."""
+  x = _unpack(rows, grid, vision)
+  if kind == "flip":  # mirror columns: block order, in-block order, pixel columns
+    x = x[:, :, ::-1, :, ::-1, :, :, :, ::-1]
+  elif kind in ("reverse", "shuffle"):
+    t, tp = x.shape[0], x.shape[6]
+    frames = np.moveaxis(x, 6, 1).reshape(t * tp, *x.shape[1:6], *x.shape[7:])
+    order = np.arange(t * tp)[::-1] if kind == "reverse" else rng.permutation(t * tp)
+    frames = frames[order].reshape(t, tp, *x.shape[1:6], *x.shape[7:])
+    x = np.moveaxis(frames, 1, 6)
+  else:
+    raise ValueError(f"unknown video transform {kind!r}")
+  return np.ascontiguousarray(x).reshape(rows.shape)
+
+
+def branch_video(batch: dict[str, Any], source: str, vision, seed) -> Videos:
+  """The videos one branch samples on (algorithms.VIDEO_SOURCES)."""
+  num_prompts = len(batch["route"])
+  if source == "route":
+    return split_videos(batch["cf"], num_prompts)
+  vids, grid = split_videos(batch["orig"], num_prompts)
+  if source == "original":
+    return vids, grid
+  if source not in ("shuffle", "reverse"):
+    raise ValueError(f"unknown video source {source!r}")
+  rng = np.random.default_rng(list(seed))
+  return [transform_rows(v, g, vision, source, rng) for v, g in zip(vids, grid)], grid
+
+
+def _pad_visual(pix: np.ndarray, grid: np.ndarray, rows: int, grid_rows: int):
+  """Zero pixel rows owned by a (1, 2, n/2) grid row, then (0, 0, 0) rows (bucketing.py)."""
+  pad = rows - pix.shape[0]
+  if pad < 0 or pad % 4:
+    raise ValueError(f"cannot pad {pix.shape[0]} pixel rows to {rows}")
+  extra = np.zeros((grid_rows - grid.shape[0], 3), grid.dtype)
+  if pad:
+    extra[0] = (1, 2, pad // 2)
+  pix = np.concatenate([pix, np.zeros((pad, pix.shape[1]), pix.dtype)])
+  return pix, np.concatenate([grid, extra])
+
+
+def stack_prompts(orig: dict[str, Any], videos: list[Videos]) -> dict[str, np.ndarray]:
+  """Sampler input: the prompts once per branch, each branch with its own videos."""
+  k = len(videos)
+  pix = np.concatenate([np.concatenate(v) for v, _ in videos])
+  grid = np.concatenate([g for _, g in videos]).astype(np.int64)
+  num_prompts = grid.shape[0] // k
+  pix_rows = 4 * -(-pix.shape[0] // 4) + 4
+  pix, grid = _pad_visual(pix, grid, pix_rows, grid.shape[0] + 1)
+  return {
+    "input_ids": np.tile(np.asarray(orig["input_ids"])[:num_prompts], (k, 1)),
+    "attention_mask": np.tile(np.asarray(orig["attention_mask"])[:num_prompts], (k, 1)),
+    "pixel_values_videos": pix,
+    "video_grid_thw": grid,
+  }
+
+
+# -------------------------------------------------------------------- training rows
+
+
+def make_rows(
+  orig: dict[str, Any],
+  prompt_index: np.ndarray,
+  videos: list[np.ndarray],
+  grids: np.ndarray,
+  tokens: np.ndarray,
+  mask: np.ndarray,
+  **per_row: np.ndarray,
+) -> dict[str, Any]:
+  """Training rows: prompt (by index), completion, the row's own video, extras."""
+  ids = np.asarray(orig["input_ids"])[prompt_index]
+  rows = {
+    "prompt_ids": ids.astype(np.int32),
+    "prompt_mask": np.asarray(orig["attention_mask"])[prompt_index].astype(np.int32),
+    "tokens": tokens.astype(np.int32),
+    "mask": mask.astype(bool),
+    "videos": videos,
+    "grids": grids,
+  }
+  rows.update(per_row)
+  return rows
+
+
+def to_micro_batches(rows: dict[str, Any], micro: int) -> dict[str, np.ndarray]:
+  """Pads rows to whole micro-batches (zero-mask copies) and stacks them [M, micro, ...]."""
+  n = rows["tokens"].shape[0]
+  m = -(-n // micro)
+  fill = np.concatenate([np.arange(n), np.zeros(m * micro - n, np.int64)])
+  out = {}
+  for key, value in rows.items():
+    if key in ("videos", "grids"):
+      continue
+    v = np.asarray(value)[fill]
+    if key == "mask":
+      v = v & (np.arange(m * micro) < n)[:, None]
+    out[key] = v.reshape(m, micro, *v.shape[1:])
+  groups = [fill[i * micro : (i + 1) * micro] for i in range(m)]
+  pix = [np.concatenate([rows["videos"][j] for j in g]) for g in groups]
+  target = 4 * -(-max(p.shape[0] for p in pix) // 4) + 4
+  padded = [
+    _pad_visual(p, np.asarray(rows["grids"])[g].astype(np.int64), target, micro + 1)
+    for p, g in zip(pix, groups)
+  ]
+  out["pixel_values_videos"] = np.stack([p for p, _ in padded])
+  out["video_grid_thw"] = np.stack([g for _, g in padded])
+  return out

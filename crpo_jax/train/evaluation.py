@@ -1,0 +1,82 @@
+"""Periodic held-out evaluation: greedy answers, then DyBench's Acc / P-Acc / sensitivity.
+
+The held-out file holds DyBench-style pairs (the synthetic world's `--pairs`: an
+original clip and its transformed clip sharing a `pair_id`). Every item is answered
+greedily on its own video; `crpo_jax.eval.metrics.dybench` turns the answers into
+Acc, P-Acc and the sensitivity diagnostic (METHOD.md section 8).
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+
+from crpo_jax import sharding
+from crpo_jax.data import transforms
+from crpo_jax.eval import items as items_lib
+from crpo_jax.eval import metrics as eval_metrics
+from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.rl import rewards as rewards_lib
+from crpo_jax.rl import sampler as sampler_lib
+from crpo_jax.train import setup
+
+
+class Evaluator:
+  """Greedy decoding over a held-out record file, at most `eval_max_examples` items."""
+
+  def __init__(
+    self, config: ml_collections.ConfigDict, model_def, tokenizer, path: str, mesh, rules
+  ):
+    self.config, self.model_def, self.tokenizer, self.path = config, model_def, tokenizer, path
+    self.mesh, self.rules = mesh, tuple(rules)
+    self.enabled = bool(path)
+    self._sampler = model_def.sampler(
+      sampler_lib.SamplingConfig(
+        max_new_tokens=config.eval_max_new_tokens,
+        num_samples=1,
+        temperature=0.0,
+        eos_ids=model_def.eos_ids,
+        pad_id=model_def.pad_id,
+        cache_dtype=config.sampling.cache_dtype,
+      ),
+      mesh,
+      rules,
+    )
+
+  def run(self, params) -> dict[str, float]:
+    """Acc, P-Acc, sensitivity and answer validity of the current parameters."""
+    loader = setup.make_loader(
+      self.config, self.path, self.tokenizer, self.model_def.pad_id, train=False
+    )
+    state = self.model_def.sampler_state(params)
+    scored, valid_answers = [], []
+    try:
+      for batch in loader:
+        n = len(batch["route"])
+        inputs = rows_lib.stack_prompts(batch["orig"], [rows_lib.split_videos(batch["orig"], n)])
+        with sharding.use_mesh(self.mesh, self.rules):
+          gen = self._sampler(state, inputs, jax.random.key(0))
+        gen = jax.device_get(gen)
+        for i in np.flatnonzero(batch["valid"]):
+          text = rows_lib.decode(self.tokenizer, np.asarray(gen.tokens[i]), int(gen.lengths[i]))
+          letter = rewards_lib.extract_letter(text, int(batch["num_options"][i]))
+          route = transforms.ROUTES[int(batch["route"][i])]
+          item = items_lib.EvalItem(
+            id=str(batch["id"][i]),
+            video="",
+            question="",
+            options=(),
+            answer=str(batch["answer_letter"][i]),
+            fmt="mcq",
+            meta={"pair_id": str(batch["pair_id"][i]), "route": route, "category": route},
+          )
+          scored.append(eval_metrics.Scored(item, letter or "", letter == item.answer))
+          valid_answers.append(letter is not None)
+        if len(scored) >= self.config.eval_max_examples:
+          break
+    finally:
+      loader.close()
+    out = {k: float(v) for k, v in eval_metrics.dybench(scored).items() if "=" not in k}
+    out["valid_answer"] = float(np.mean(valid_answers)) if valid_answers else 0.0
+    return out

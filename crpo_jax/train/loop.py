@@ -1,0 +1,175 @@
+"""The training run: data, model, SFT warm start, RL steps, eval, checkpoints, export.
+
+`run(config, workdir)` is what `python -m crpo_jax.main` calls. Layout of workdir:
+  data/          the synthetic world and word tokenizer (when the config asks for them)
+  checkpoints/   Orbax steps (state, reference, data iterator, loop meta)
+  tensorboard/   event files (`tensorboard --logdir workdir/tensorboard`)
+  hf/            the final policy as a transformers directory (export_at_end)
+
+Steps are counted globally: 1..sft.steps are the warm start, the next train_steps
+are RL. A checkpoint records its phase, so a resumed run continues where it
+stopped, with the same data, sampling keys and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from crpo_jax import sharding
+from crpo_jax.rl import learner as learner_lib
+from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.train import checkpoint as ckpt_lib
+from crpo_jax.train import evaluation, setup
+from crpo_jax.train import metrics as metrics_lib
+from crpo_jax.train import optimizer as optim_lib
+from crpo_jax.train import progress as progress_lib
+from crpo_jax.train import sft as sft_lib
+from crpo_jax.train import state as state_lib
+
+
+def _say(msg: str) -> None:
+  """Plain stdout for the demo's headline lines (process 0 only)."""
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def _reinit_opt(state, tx, shardings):
+  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(state.params)
+  return state.replace(opt_state=opt_state)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains as the config says; returns a summary (evals, paths, last metrics)."""
+  workdir = os.path.abspath(workdir)
+  paths = {k: os.path.join(workdir, k) for k in ("data", "checkpoints", "tensorboard", "hf")}
+  mesh = sharding.make_mesh(dict(config.mesh))
+  rules = sharding.DEFAULT_RULES
+  data = setup.prepare_data(config, paths["data"])
+  model = setup.build_model(config, mesh)
+  model_def = rows_lib.ModelDef.from_model(model)
+  del model
+  tokenizer = data.tokenizer
+
+  sft_steps, rl_steps = int(config.sft.steps), int(config.train_steps)
+  total = sft_steps + rl_steps
+  clip = config.optim.max_grad_norm
+  sft_tx, _ = optim_lib.make_optimizer(
+    config.sft.lr, max(sft_steps, 1), warmup_steps=config.sft.warmup_steps, max_grad_norm=clip
+  )
+  rl_tx, rl_lr = optim_lib.optimizer_from_config(config.optim, max(rl_steps, 1))
+  state, shardings = state_lib.create_train_state(
+    model_def.template, sft_tx if sft_steps else rl_tx, config.seed, mesh, rules
+  )
+  sft = sft_lib.SFT(config, model_def, tokenizer, sft_tx, shardings, mesh, rules)
+  learner = learner_lib.Learner(config, model_def, tokenizer, rl_tx, shardings, mesh, rules)
+  evaluator = evaluation.Evaluator(config, model_def, tokenizer, data.eval_path, mesh, rules)
+  loader = data.train_loader()
+
+  ckpt = ckpt_lib.Checkpointer(
+    paths["checkpoints"], max_to_keep=config.keep_ckpts, async_save=config.async_ckpt
+  )
+  meta: dict[str, Any] = {"phase": "sft" if sft_steps else "rl", "evals": {}}
+  ref = None
+  step = 0
+  if ckpt.latest_step() is not None:
+    state, ref, data_state, meta = ckpt.restore(
+      state, shardings, target_ref=state.params, ref_shardings=shardings.params
+    )
+    loader.set_state(data_state)
+    step = int(state.step)
+    _say(f"resumed from {paths['checkpoints']} at step {step} ({meta['phase']})")
+  writer = metrics_lib.create_writer(paths["tensorboard"])
+  if step == 0:
+    writer.write_hparams(dict(config.flatten()) if hasattr(config, "flatten") else {})
+  watcher = ckpt_lib.PreemptionWatcher()
+
+  def save(step_now):
+    ckpt.save(step_now, state, ref_params=ref, data_state=loader.get_state(), meta=meta)
+
+  def do_eval(tag: str):
+    result = evaluator.run(state.params)
+    meta["evals"][tag] = result
+    metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(result, "eval/"))
+    _say(
+      f"[eval {tag}] step {step}: Acc {result['acc']:.3f}  P-Acc {result['p_acc']:.3f}  "
+      + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("sensitivity"))
+    )
+
+  last: dict[str, float] = {}
+  status = "finished"
+  prog = progress_lib.Progress("train", total, start=step, every=config.log_every)
+  while step < total:
+    if meta["phase"] == "sft" and step >= sft_steps:
+      # Warm start done: the RL phase gets a fresh optimiser; the reference model
+      # is the policy RL starts from (METHOD.md section 6).
+      state = _reinit_opt(state, rl_tx, shardings)
+      ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
+      meta["phase"] = "rl"
+    if meta["phase"] == "rl" and "before_rl" not in meta["evals"] and evaluator.enabled:
+      do_eval("before_rl")
+    batch = next(loader)
+    t0 = time.perf_counter()
+    if meta["phase"] == "sft":
+      state, last = sft.step(state, batch)
+      prefix = "sft/"
+    else:
+      state, last = learner.step(state, batch, ref, step)
+      last["lr"] = float(rl_lr(step - sft_steps))
+      prefix = "train/"
+    step += 1
+    last["step_time"] = time.perf_counter() - t0
+    if step % config.log_every == 0 or step == total:
+      metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(last, prefix))
+    keys = ("loss", "accuracy", "crr") if meta["phase"] == "rl" else ("loss", "token_confident")
+    prog.update(step, {k: last[k] for k in keys if k in last})
+    rl_done = step - sft_steps
+    periodic = config.eval_every and rl_done % config.eval_every == 0 and rl_done < rl_steps
+    if meta["phase"] == "rl" and periodic and evaluator.enabled:
+      do_eval(f"rl_step_{rl_done}")
+    if step == total and evaluator.enabled:
+      if meta["phase"] == "rl" and "before_rl" not in meta["evals"]:
+        do_eval("before_rl")
+      do_eval("after_rl")
+    if step % config.ckpt_every == 0 or step == total:
+      save(step)
+    if step < total and watcher.should_stop(step):
+      save(step)
+      ckpt.wait()
+      status = "preempted"
+      _say(f"preempted: saved step {step} to {paths['checkpoints']}; rerun the command to resume")
+      break
+  watcher.restore_handlers()
+  ckpt.close()
+  writer.flush()
+  exported = None
+  if status == "finished" and config.export_at_end:
+    exported = setup.export_hf(model_def, state.params, tokenizer, paths["hf"])
+  summary = {"status": status, "step": step, "evals": meta["evals"], "last": last, **paths}
+  summary["hf"] = exported
+  _say(_summary_text(summary))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1, default=float)
+  logging.info("run %s at step %d", status, step)
+  return summary
+
+
+def _summary_text(s: dict[str, Any]) -> str:
+  lines = [f"== crpo_jax run {s['status']} at step {s['step']} =="]
+  for tag in ("before_rl", "after_rl"):
+    if tag in s["evals"]:
+      e = s["evals"][tag]
+      lines.append(f"held-out {tag:9s}: Acc {e['acc']:.3f}  P-Acc {e['p_acc']:.3f}")
+  lines.append(f"TensorBoard logs: {s['tensorboard']}  (tensorboard --logdir {s['tensorboard']})")
+  lines.append(f"checkpoints:      {s['checkpoints']}")
+  if s.get("hf"):
+    lines.append(f"HF export:        {s['hf']}")
+  return "\n".join(lines)
