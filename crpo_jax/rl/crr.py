@@ -31,15 +31,22 @@ import numpy as np
 Answer = str | None
 
 VARIANTS = ("expected", "majority", "paired")
-DYNAMIC_ROUTES = ("Spatial", "Temporal", "Spatiotemporal")
-ROUTES = (*DYNAMIC_ROUTES, "Static")
+# Lower case as in the dataset schema (data/records.py); any case is accepted.
+DYNAMIC_ROUTES = ("spatial", "temporal", "spatiotemporal")
+ROUTES = (*DYNAMIC_ROUTES, "static")
+
+
+def normalize_route(route: str) -> str:
+  """The canonical lower-case route name; raises ValueError for unknown routes."""
+  name = route.strip().lower() if isinstance(route, str) else route
+  if name not in ROUTES:
+    raise ValueError(f"unknown route {route!r}; expected one of {ROUTES} (any case)")
+  return name
 
 
 def is_dynamic(route: str) -> bool:
   """True for Spatial, Temporal and Spatiotemporal routes, False for Static."""
-  if route not in ROUTES:
-    raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
-  return route in DYNAMIC_ROUTES
+  return normalize_route(route) in DYNAMIC_ROUTES
 
 
 def relation(a: Answer, b: Answer, dynamic: bool) -> float:

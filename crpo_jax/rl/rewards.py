@@ -72,7 +72,8 @@ class ExampleInfo:
   """What the reward needs to know about one training example.
 
   Attributes:
-    route: "Spatial", "Temporal", "Spatiotemporal" or "Static".
+    route: "spatial", "temporal", "spatiotemporal" or "static" (any case; stored
+      lower case as in data/records.py).
     answer: ground-truth letter y on the original video (never the null option).
     num_options: k + 1, the options including the trailing null option.
     cf_answer: y_cf, the ground truth on the counterfactual video, when known.
@@ -84,7 +85,7 @@ class ExampleInfo:
   cf_answer: str | None = None
 
   def __post_init__(self):
-    crr_lib.is_dynamic(self.route)  # validates the route name
+    object.__setattr__(self, "route", crr_lib.normalize_route(self.route))
     letters = option_letters(self.num_options)
     if self.answer not in letters[:-1]:
       raise ValueError(
@@ -100,7 +101,7 @@ class ExampleInfo:
     Static: y (the answer must not change). Otherwise y_cf when the data gives one,
     else no accuracy term on that branch (ours).
     """
-    return self.answer if self.route == "Static" else self.cf_answer
+    return self.answer if self.route == "static" else self.cf_answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +187,7 @@ def reverse_reward(
   [a_i != b_rev] on Temporal and Spatiotemporal routes, [a_i == b_rev] otherwise,
   where b_rev is the greedy answer on the reversed video; invalid answers give 0.
   """
-  dynamic = route in ("Temporal", "Spatiotemporal")
+  dynamic = crr_lib.normalize_route(route) in ("temporal", "spatiotemporal")
   return np.array([crr_lib.relation(a, reversed_answer, dynamic) for a in answers], np.float32)
 
 
