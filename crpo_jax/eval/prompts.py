@@ -1,8 +1,8 @@
 """Prompts, each as its benchmark's official evaluation writes it.
 
 Sources (reference/video_rl.md section 5; METHOD.md section 2 for our format):
-  dybench     our training format: question, "Options:", "X. text" lines (null
-              option last), then the <think>/<answer> instruction.
+  dybench     our training format (crpo_jax/data/prompts.py): question, "Options:",
+              "X. text" lines (null option last), then the <think>/<answer> instruction.
   timeblind   `add_question_suffix`: " Please output Yes or No." / " Please output
               A or B."
   tempcompass `run_qwen2_vl.py` answer prompts per task file.
@@ -13,14 +13,8 @@ Sources (reference/video_rl.md section 5; METHOD.md section 2 for our format):
 
 from __future__ import annotations
 
-from crpo_jax.data import transforms
+from crpo_jax.data import prompts as data_prompts
 from crpo_jax.eval.items import EvalItem, Prompt
-
-# METHOD.md section 2; training prompts must use the same words (ours).
-THINK_ANSWER_INSTRUCTION = (
-  "Think about the question step by step inside <think></think> tags, then give only "
-  "the letter of the correct option inside <answer></answer> tags."
-)
 
 TIMEBLIND_SUFFIX = {"yes_no": " Please output Yes or No.", "mcq": " Please output A or B."}
 
@@ -49,17 +43,11 @@ def _letter(i: int) -> str:
   return chr(ord("A") + i)
 
 
-def dybench_options(item: EvalItem, null_option: bool) -> tuple[str, ...]:
-  """The options shown to the model: released ones, plus the null option if asked."""
-  return transforms.append_null_option(item.options) if null_option else item.options
-
-
 def dybench_prompt(item: EvalItem, null_option: bool = True) -> Prompt:
-  """Our training prompt (METHOD.md section 2); `null_option` as in training."""
-  lines = [item.question, "Options:"]
-  lines += [f"{_letter(i)}. {o}" for i, o in enumerate(dybench_options(item, null_option))]
-  lines.append(THINK_ANSWER_INSTRUCTION)
-  return Prompt(user="\n".join(lines))
+  """The training prompt (data/prompts.py, METHOD.md section 2); `null_option` as in training."""
+  return Prompt(
+    user=data_prompts.question_text(item.question, item.options, add_null_option=null_option)
+  )
 
 
 def timeblind_prompt(item: EvalItem) -> Prompt:
