@@ -176,8 +176,10 @@ def _arrayrecord_example(features: Mapping[str, Any]) -> records.Example:
 
 
 @dataclasses.dataclass(frozen=True)
-class _LoadExample:
-  """decode -> counterfactual branch -> process both; Skipped on any failure."""
+class ExampleLoader:
+  """One example's path through the pipeline: decode -> counterfactual branch ->
+  process both branches. Returns the processed item, or `Skipped` on any failure
+  (`validate` runs the same path over a whole dataset)."""
 
   cfg: PipelineConfig
   process: Processor
@@ -386,7 +388,7 @@ def make_loader(
   ds = ds[shard.shard_index :: shard.shard_count]
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
-  ds = ds.repeat(cfg.num_epochs).map(_LoadExample(cfg, process, from_source))
+  ds = ds.repeat(cfg.num_epochs).map(ExampleLoader(cfg, process, from_source))
   it_ds: grain.IterDataset = _SkipBatchDataset(ds.to_iter_dataset(), cfg)
   if cfg.worker_count > 0:
     # Grain's workers read absl flags; outside an absl app (notebooks, tests, plain
