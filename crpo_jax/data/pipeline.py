@@ -87,6 +87,8 @@ def classify(err: Exception) -> str:
   """A short, countable reason for an error raised while loading one example."""
   if isinstance(err, records.RecordError):
     return "malformed_record"
+  if isinstance(err, TooLongError):
+    return "too_long"
   if not isinstance(err, video.VideoError):
     return "process_error"
   r = err.reason  # video.py's reasons start with a fixed phrase; the rest may hold paths
@@ -175,6 +177,21 @@ def _arrayrecord_example(features: Mapping[str, Any]) -> records.Example:
   return arrayrecord.to_example(features)
 
 
+class TooLongError(ValueError):
+  """An example larger than the largest explicit length or patch bucket."""
+
+
+def _check_fits(item: Mapping[str, np.ndarray], cfg: PipelineConfig) -> None:
+  # Caught here, per example, so that batching (`bucketing.pad_batch`) never raises.
+  sizes = {
+    "tokens": np.size(item.get("input_ids", ())),
+    "pixel rows": len(item.get("pixel_values_videos", ())),
+  }
+  for what, buckets in (("tokens", cfg.length_buckets), ("pixel rows", cfg.patch_buckets)):
+    if buckets and sizes[what] > max(buckets):
+      raise TooLongError(f"{sizes[what]} {what} exceed the largest bucket {max(buckets)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExampleLoader:
   """One example's path through the pipeline: decode -> counterfactual branch ->
@@ -195,11 +212,16 @@ class ExampleLoader:
         return Skipped(src, path, "no_route", "record has no route and no default_route is set")
       ex = dataclasses.replace(ex, route=route)
       frames, meta = video.decode_video(
-        path, fps=self.cfg.fps, min_frames=self.cfg.min_frames, max_frames=self.cfg.max_frames,
-        start=ex.start, end=ex.end,
-      )  # fmt: skip
+        path,
+        fps=self.cfg.fps,
+        min_frames=self.cfg.min_frames,
+        max_frames=self.cfg.max_frames,
+        start=ex.start,
+        end=ex.end,
+      )
       b = transforms.make_branches(frames, ex, seed=self.cfg.seed, table=self.cfg.route_table)
       orig, cf = self.process(ex, b.original, meta), self.process(ex, b.counterfactual, meta)
+      _check_fits(orig, self.cfg)
       for k in orig:
         if np.shape(orig[k]) != np.shape(cf[k]):
           raise ValueError(
@@ -210,17 +232,25 @@ class ExampleLoader:
     n = len(ex.options) + 1  # the null option is appended last
     answer_cf = -1 if b.answer_cf is None else transforms.letter_index(b.answer_cf)
     return {
-      "orig": orig, "cf": cf, "answer": transforms.letter_index(ex.answer), "answer_cf": answer_cf,
-      "route": transforms.ROUTES.index(route), "num_options": n, "id": ex.id,
-      "pair_id": ex.pair_id or ex.id, "transform": b.transform,
-    }  # fmt: skip
+      "orig": orig,
+      "cf": cf,
+      "answer": transforms.letter_index(ex.answer),
+      "answer_cf": answer_cf,
+      "route": transforms.ROUTES.index(route),
+      "num_options": n,
+      "id": ex.id,
+      "pair_id": ex.pair_id or ex.id,
+      "transform": b.transform,
+    }
 
 
 def _pad_branch(rows: Sequence[Mapping[str, np.ndarray]], cfg: PipelineConfig) -> dict:
   """Right-aligns rows into [B, L] and pads with `bucketing.pad_batch` (left, bucketed)."""
   ids = [np.asarray(r["input_ids"]).reshape(-1) for r in rows]
-  batch = {k: np.zeros((len(rows), max(map(len, ids))), np.int32) for k in
-           ("input_ids", "attention_mask", "mm_token_type_ids")}  # fmt: skip
+  batch = {
+    k: np.zeros((len(rows), max(map(len, ids))), np.int32)
+    for k in ("input_ids", "attention_mask", "mm_token_type_ids")
+  }
   for b, (r, x) in enumerate(zip(rows, ids)):
     batch["input_ids"][b, : len(x)] = x
     batch["attention_mask"][b, : len(x)] = np.asarray(r.get("attention_mask", 1)).reshape(-1)

@@ -51,7 +51,7 @@ def _frames(t, h, w):
   return np.random.default_rng(0).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
 
 
-def _run(world, tmp_path, bad_video=None, bad_line=None):
+def _run(world, tmp_path, bad_video=None, bad_line=None, **cfg_kw):
   """One epoch over the good records plus a bad one; returns (loader, batches)."""
   good, tok = world
   lines = [json.dumps(r) for r in good]
@@ -62,7 +62,7 @@ def _run(world, tmp_path, bad_video=None, bad_line=None):
   data = tmp_path / "data.jsonl"
   data.write_text("\n".join(lines) + "\n")
   cfg = pipeline.PipelineConfig(
-    batch_size=1, num_epochs=1, drop_remainder=False, pad_id=tok.pad_token_id
+    batch_size=1, num_epochs=1, drop_remainder=False, pad_id=tok.pad_token_id, **cfg_kw
   )
   loader = pipeline.make_loader(
     str(data), cfg, pipeline.QwenProcessor(tok), shard_options=grain.sharding.ShardOptions(0, 1)
@@ -161,3 +161,12 @@ def test_malformed_record(world, tmp_path, caplog, line):
   assert len(batches) == 2 and loader.stats.used == 2
   assert dict(loader.stats.skipped) == {"malformed_record": 1}
   assert "data.jsonl:2" in caplog.text  # file and line of the bad record
+
+
+def test_example_beyond_the_largest_bucket(world, tmp_path, caplog):
+  # The synthetic clips need 64 pixel rows; a 32-row cap makes every one too long,
+  # so each is skipped per example rather than failing in the batcher.
+  with caplog.at_level(logging.WARNING):
+    loader, batches = _run(world, tmp_path, patch_buckets=(32,))
+  assert batches == [] and dict(loader.stats.skipped) == {"too_long": 2}
+  assert "pixel rows exceed the largest bucket 32" in caplog.text
