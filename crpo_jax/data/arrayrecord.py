@@ -23,7 +23,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -38,7 +38,7 @@ class CrpoRecords(tfds.core.GeneratorBasedBuilder):
   """crpo_jax MCQ video records, one split per input record file."""
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Records schema of crpo_jax.data.records."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Records schema of crpo_jax.data.records."}
 
   def __init__(
     self,
@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--split", default="train")
   p.add_argument("--video-root", default=None)
   a = p.parse_args(argv)
+  tfds.disable_progress_bar()  # a CLI prints its own one-line summary
   path, bad = build_arrayrecord({a.split: a.data}, a.out_dir, video_root=a.video_root)
   print(f"wrote {path} ({len(bad)} malformed records skipped)")
   return 0

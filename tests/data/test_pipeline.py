@@ -120,6 +120,13 @@ def test_per_host_shards_are_disjoint_and_even(world):
   assert not set(shards[0]) & set(shards[1])
 
 
+def test_default_shard_is_this_jax_process(world):
+  path, tok = world
+  cfg = _cfg(pad_id=tok.pad_token_id, batch_size=1)
+  loader = pipeline.make_loader(path, cfg, pipeline.QwenProcessor(tok))  # ShardByJaxProcess
+  assert _ids(loader) == _ids(_loader(world, batch_size=1))  # one process: everything
+
+
 def _take(loader, n):
   return [next(loader) for _ in range(n)]
 
