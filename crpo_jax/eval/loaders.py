@@ -240,7 +240,8 @@ def load_mvbench(path: str, video_dir: str | None = None) -> list[EvalItem]:
           fmt="mcq",
           start=float(r["start"]) if bounded else None,
           end=float(r["end"]) if bounded else None,
-          meta={"task": task.name, "frames": task.kind == "frame"},
+          meta={"task": task.name}
+          | ({"frames_fps": mvbench_tasks.FRAME_FPS} if task.kind == "frame" else {}),
         )
       )
   return _unique(items, p)

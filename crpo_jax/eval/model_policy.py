@@ -22,6 +22,7 @@ from flax import nnx
 from crpo_jax import bucketing, sharding
 from crpo_jax.data import processor, video
 from crpo_jax.data import tokenizer as tokenizer_lib
+from crpo_jax.eval import frames as frames_lib
 from crpo_jax.eval.baselines import blank_video
 from crpo_jax.eval.items import EvalItem, Prompt
 from crpo_jax.rl import sampler as sampler_lib
@@ -114,19 +115,19 @@ class ModelPolicy:
     )
 
   def _inputs(self, item: EvalItem, prompt: Prompt, blind: bool) -> dict[str, np.ndarray]:
-    if item.meta.get("frames"):
-      raise NotImplementedError(
-        f"item {item.id}: {item.video} is a folder of frames (MVBench Episodic Reasoning); "
-        "only video files are supported"
+    sample = {
+      "fps": self.proc.fps,
+      "min_frames": self.proc.min_frames,
+      "max_frames": self.proc.max_frames,
+      "start": item.start,
+      "end": item.end,
+    }
+    if "frames_fps" in item.meta:  # a folder of frames (MVBench Episodic Reasoning)
+      frames, meta = frames_lib.decode_frame_folder(
+        item.video, src_fps=float(item.meta["frames_fps"]), **sample
       )
-    frames, meta = video.decode_video(
-      item.video,
-      fps=self.proc.fps,
-      min_frames=self.proc.min_frames,
-      max_frames=self.proc.max_frames,
-      start=item.start,
-      end=item.end,
-    )
+    else:
+      frames, meta = video.decode_video(item.video, **sample)
     if blind:
       frames = blank_video(frames)
     vision = processor.process_video_frames(frames, meta, self.proc)

@@ -20,6 +20,10 @@ class Task:
   bounded: bool
 
 
+# TVQA frames ship at 3 fps (the folder name says so: frames_fps3_hq).
+FRAME_FPS = 3.0
+
+
 TASKS = (
   Task("Action Sequence", "action_sequence.json", "star/Charades_v1_480", "video", True),
   Task("Action Prediction", "action_prediction.json", "star/Charades_v1_480", "video", True),

@@ -6,8 +6,10 @@ score, write, resume, blind baseline), not accuracy: the model is random.
 
 import json
 
+import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import eval as eval_config
 from crpo_jax.data import tokenizer as tokenizer_lib
@@ -50,6 +52,8 @@ def _cfg(workdir, data, out):
   c = eval_config.get_config("cpu")
   c.benchmark, c.data, c.model, c.output_dir = "dybench", str(data), str(workdir), str(out)
   c.max_new_tokens = 6
+  # Prompt rows split over 'data', parameters over 'fsdp': the sharded path runs.
+  c.mesh.data, c.mesh.fsdp = 2, 4
   return c
 
 
@@ -116,3 +120,26 @@ def test_missing_video_scores_as_error(workdir, data, policy, tmp_path):
 def test_model_dir_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.model.*neither an HF checkpoint"):
     model_policy.resolve_model_dir(str(tmp_path))
+
+
+def test_parameters_sharded_and_frame_folder_inputs(policy, tmp_path):
+  leaves = jax.tree.leaves(policy.state)
+  assert any(not leaf.sharding.is_fully_replicated for leaf in leaves)  # fsdp = 4
+  folder = tmp_path / "video" / "tvqa" / "frames_fps3_hq" / "clip"
+  folder.mkdir(parents=True)
+  for i, im in enumerate(media.pattern_frames(9, 40, 56)):
+    Image.fromarray(im).save(folder / f"{i:05d}.jpg")
+  (tmp_path / "json").mkdir()
+  rec = {
+    "video": "clip",
+    "question": "Why?",
+    "candidates": ["a", "b"],
+    "answer": "a",
+    "start": 0.5,
+    "end": 2.5,
+  }
+  (tmp_path / "json" / "episodic_reasoning.json").write_text(json.dumps([rec]))
+  bench = benchmarks.get_benchmark("mvbench")
+  (item,) = bench.load(str(tmp_path), None)
+  inputs = policy._inputs(item, bench.prompt(item), blind=False)
+  assert inputs["video_grid_thw"].shape == (1, 3) and inputs["video_grid_thw"][0, 0] == 2
