@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"{a.data}: {report.usable} of {total} records usable, {len(report.bad)} not")
   for reason, n in report.reasons.most_common():
     print(f"  {reason}: {n}")
+  if report.reasons["no_route"]:
+    print("hint: label routes with the task router first, or pass --default-route")
   if report.bad:
     print(f"unusable records written to {path}")
   if report.usable == 0:
