@@ -22,6 +22,7 @@ Batch format (what the trainer consumes; `orig` and `cf` have identical shapes):
   route      int32 [B] index into transforms.ROUTES
   num_options int32 [B] including the null option
   id, pair_id, transform  str [B]
+  valid      bool [B]: False for the filler rows of a short last batch
 
 Resumption: `Loader.get_state()` / `set_state()` wrap Grain's iterator state (plus
 the skip counters), so a restored run sees exactly the batches of one that never
@@ -45,7 +46,6 @@ from crpo_jax import bucketing
 from crpo_jax.data import records, transforms, video
 
 Processor = Callable[[records.Example, np.ndarray, Any], dict[str, np.ndarray]]
-_VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw")
 
 
 @dataclasses.dataclass(frozen=True)
