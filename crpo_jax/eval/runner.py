@@ -10,6 +10,7 @@ run resumes where it stopped. The policy is any callable
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import time
@@ -29,6 +30,30 @@ Policy = Callable[[Sequence[EvalItem], Sequence[Prompt], bool], list["str | Exce
 PREDICTIONS = "predictions.jsonl"
 BLIND_PREDICTIONS = "predictions_blind.jsonl"
 BASELINES = ("constant", "blind")
+RUN_CONFIG = "run_config.json"
+# Fields that change what a generated answer is; resuming across a change would mix runs.
+GENERATION_FIELDS = ("benchmark", "data", "video_dir", "model", "null_option", "max_new_tokens")
+GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels")
+
+
+def check_resume_config(out: pathlib.Path, cfg) -> None:
+  """Records the generation settings of a run, and refuses to resume under others.
+
+  Raises:
+    ValueError: `out` holds predictions made with different GENERATION_FIELDS.
+  """
+  now = {k: cfg[k] for k in GENERATION_FIELDS}
+  path = out / RUN_CONFIG
+  if path.exists():
+    before = json.loads(path.read_text())
+    diff = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
+    if diff:
+      raise ValueError(
+        f"{out} holds predictions made with other settings {diff} (before, now); "
+        "use another config.output_dir or delete it"
+      )
+  out.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
 
 
 def run_policy(
@@ -134,6 +159,7 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
     items = bench.load(cfg.data, cfg.video_dir or None)
     if cfg.limit:
       items = items[: cfg.limit]
+    check_resume_config(out, cfg)
     if policy is None:
       if not cfg.model:
         raise ValueError("config.model: give an HF checkpoint dir or a training workdir")

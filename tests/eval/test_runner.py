@@ -146,3 +146,11 @@ def test_config_variants_and_errors(tmp_path):
     runner.evaluate(_cfg(tmp_path, predictions=str(tmp_path / "none.jsonl")))
   with pytest.raises(ValueError, match="config.data"):
     runner.evaluate(_cfg(tmp_path, data=""), policy=Scripted())
+
+
+def test_resume_refuses_other_generation_settings(tmp_path):
+  runner.evaluate(_cfg(tmp_path, baselines=""), policy=Scripted())
+  with pytest.raises(ValueError, match=r"other settings.*max_new_tokens"):
+    runner.evaluate(_cfg(tmp_path, baselines="", max_new_tokens=7), policy=Scripted())
+  # Settings that only change scoring may differ.
+  runner.evaluate(_cfg(tmp_path, baselines="", strip_think=False), policy=Scripted())
