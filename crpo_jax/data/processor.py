@@ -49,7 +49,7 @@ class ProcessorConfig:
   video_max_pixels: int = 25165824
   image_min_pixels: int = 65536  # per image (preprocessor_config)
   image_max_pixels: int = 16777216
-  resize_backend: str = "torch"  # 'torch': bit-exact with HF on x86; 'pil': ~5x faster, approx.
+  resize_backend: str = "torch"  # 'torch': bit-exact with HF on x86; 'pil': Pillow, approximate.
   add_null_option: bool = True  # METHOD.md section 1
   instruction: str = prompts.INSTRUCTION
 
@@ -166,15 +166,24 @@ def _resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, i
 
 
 def _resize_axis(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+  """One pass along `axis`: out = clip((sum_k w_k * x_k + half) >> precision)."""
   index, weight, precision = _resize_taps(x.shape[axis], out_size)
-  shape = [1] * x.ndim
-  shape[axis] = out_size
-  out_shape = list(x.shape)
-  out_shape[axis] = out_size
-  acc = np.full(out_shape, 1 << (precision - 1), np.int32)  # rounds the final shift
-  for k in range(index.shape[1]):
-    acc += np.take(x, index[:, k], axis=axis).astype(np.int32) * weight[:, k].reshape(shape)
-  return np.clip(acc >> precision, 0, 255).astype(np.uint8)
+  # The resized axis goes first so each tap reads one contiguous slab; this runs
+  # 3-5x faster than gathering along the axis in place.
+  lines = np.ascontiguousarray(np.moveaxis(x, axis, 0))
+  out = np.empty((out_size, *lines.shape[1:]), np.uint8)
+  acc = np.empty(lines.shape[1:], np.int32)
+  tmp = np.empty(lines.shape[1:], np.int32)
+  for j in range(out_size):
+    acc.fill(1 << (precision - 1))  # rounds the final shift
+    for k in range(index.shape[1]):
+      if w := int(weight[j, k]):
+        np.multiply(lines[index[j, k]], w, out=tmp, dtype=np.int32)
+        acc += tmp
+    acc >>= precision
+    np.clip(acc, 0, 255, out=acc)
+    out[j] = acc
+  return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 def resize_frames(
@@ -185,7 +194,7 @@ def resize_frames(
   backend 'torch' reproduces torchvision's uint8 CPU path bit for bit (what HF's
   Qwen3-VL processors run on x86): int16 fixed-point taps, horizontal pass first
   with a uint8 result, then the vertical pass. backend 'pil' (Pillow, per frame)
-  is about 5x faster; it is the same filter, but single pixels at saturated
+  runs at about the same speed; it is the same filter, but single pixels at saturated
   edges can be 10+ levels off (mean error below half a level in our tests).
   """
   if frames.shape[1:3] == (height, width):
