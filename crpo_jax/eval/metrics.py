@@ -118,8 +118,10 @@ def timeblind(scored: Sequence[Scored]) -> dict[str, float]:
 
 
 def tempcompass(scored: Sequence[Scored]) -> dict[str, float]:
-  """Per task format: accuracy per temporal aspect and `avg` over its questions."""
+  """Per task format: accuracy per temporal aspect and over its questions (the
+  official `avg`); also per aspect over every format."""
   out: dict[str, float] = {"acc": _mean(s.correct for s in scored)}
+  out |= accuracy_by(scored, "dim")
   for task, g in _grouped(scored, lambda s: str(s.item.meta["task"])).items():
     out[f"acc/task={task}"] = _mean(s.correct for s in g)
     out |= {k.replace("acc/", f"acc/task={task}/"): v for k, v in accuracy_by(g, "dim").items()}

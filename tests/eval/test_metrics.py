@@ -78,6 +78,7 @@ def test_tempcompass_per_task_and_aspect(tmp_path):
   assert m["acc/task=multi-choice/dim=direction"] == 0.5
   assert m["acc/task=multi-choice/dim=speed"] == 1.0
   assert m["acc/task=yes_no"] == 0.5 and m["acc/task=caption_matching"] == 1.0
+  assert m["acc/dim=direction"] == 0.5 and m["acc/dim=order"] == 1.0  # over formats
   const = baselines.constant_policies(bench, items)
   assert const["choice#1"]["acc/task=caption_matching"] == 1.0  # "Sentence A" is right
 
