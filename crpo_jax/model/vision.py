@@ -122,6 +122,39 @@ def _rotate(x: Float[Array, "P N H"], cos: Array, sin: Array) -> Array:
   return (x32 * cos[:, None] + rotated * sin[:, None]).astype(x.dtype)
 
 
+def _attend(q_PNH, k_SNH, v_SNH, q_segment, k_segment):
+  """Softmax attention of queries onto keys of the same segment (fp32 softmax)."""
+  logits_NPS = jnp.einsum("PNH,SNH->NPS", q_PNH, k_SNH) * q_PNH.shape[-1] ** -0.5
+  same = q_segment[:, None] == k_segment[None, :]
+  # A finite fill keeps rows that match no key (chunk padding) finite, also in grads.
+  fill = jnp.finfo(jnp.float32).min
+  logits_NPS = jnp.where(same[None], logits_NPS.astype(jnp.float32), fill)
+  probs_NPS = jax.nn.softmax(logits_NPS, axis=-1).astype(v_SNH.dtype)
+  return jnp.einsum("NPS,SNH->PNH", probs_NPS, v_SNH)
+
+
+def segment_attention(
+  q_PNH: Float[Array, "P N H"],
+  k_SNH: Float[Array, "P N H"],
+  v_SNH: Float[Array, "P N H"],
+  segment: Int[Array, " P"],
+  chunk: int | None = None,
+) -> Float[Array, "P N H"]:
+  """Block-diagonal attention: a row attends to the rows with its segment id.
+
+  With `chunk`, queries are processed `chunk` rows at a time (`lax.map`), so the
+  score matrix is [N, chunk, P] instead of [N, P, P]: long videos fit in memory.
+  """
+  num_p = q_PNH.shape[0]
+  if chunk is None or num_p <= chunk:
+    return _attend(q_PNH, k_SNH, v_SNH, segment, segment)
+  pad = -num_p % chunk
+  q = jnp.pad(q_PNH, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *q_PNH.shape[1:])
+  q_seg = jnp.pad(segment, (0, pad), constant_values=-2).reshape(-1, chunk)  # -2 matches no key
+  out = jax.lax.map(lambda a: _attend(a[0], k_SNH, v_SNH, a[1], segment), (q, q_seg))
+  return out.reshape(-1, *q_PNH.shape[1:])[:num_p]
+
+
 # ----------------------------------------------------------------- modules
 
 
@@ -176,9 +209,11 @@ class PatchMerger(nnx.Module):
 class VisionBlocks(nnx.Module):
   """`depth` pre-norm ViT blocks, parameters stacked on a leading layer axis."""
 
-  def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self, cfg: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs, attention_chunk: int | None
+  ):
     n, d, f = cfg.depth, cfg.hidden_size, cfg.intermediate_size
-    self.cfg, self.dtype = cfg, dtype
+    self.cfg, self.dtype, self.attention_chunk = cfg, dtype, attention_chunk
     self.norm1_scale = _ones((n, d), ("layers", "embed"), param_dtype)
     self.norm1_bias = _zeros((n, d), ("layers", "embed"), param_dtype)
     # qkv output ordered (q, k, v) x heads x head_dim, as HF's fused Linear.
@@ -205,11 +240,7 @@ class VisionBlocks(nnx.Module):
     q_PNH, k_SNH, v_SNH = jnp.unstack(qkv.reshape(num_p, 3, nh, hd), axis=1)
     q_PNH, k_SNH = _rotate(q_PNH, cos, sin), _rotate(k_SNH, cos, sin)
     q_PNH = constrain(q_PNH, ("length", "heads", "head_dim"))
-    logits_NPS = jnp.einsum("PNH,SNH->NPS", q_PNH, k_SNH) * hd**-0.5
-    same = segment[:, None] == segment[None, :]
-    logits_NPS = jnp.where(same[None], logits_NPS.astype(jnp.float32), -jnp.inf)
-    probs_NPS = jax.nn.softmax(logits_NPS, axis=-1).astype(dt)
-    out_PNH = jnp.einsum("NPS,SNH->PNH", probs_NPS, v_SNH)
+    out_PNH = segment_attention(q_PNH, k_SNH, v_SNH, segment, self.attention_chunk)
     out = out_PNH.reshape(num_p, nh * hd)
     x_PD = (
       x_PD + jnp.einsum("PE,ED->PD", out, w["proj_kernel"].astype(dt)) + w["proj_bias"].astype(dt)
@@ -230,14 +261,32 @@ class VisionEncoder(nnx.Module):
   """
 
   def __init__(
-    self, cfg: VisionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs
+    self,
+    cfg: VisionConfig,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+    attention_chunk: int | None = 2048,
   ):
+    """Builds the encoder.
+
+    Args:
+      cfg: vision config.
+      dtype: compute dtype (rotary, softmax and LayerNorm statistics stay float32).
+      param_dtype: storage dtype of the parameters.
+      rngs: parameter initialisation.
+      attention_chunk: query rows per attention step when P is larger (memory
+        O(chunk * P) instead of O(P * P)); None for one dense step.
+    """
     d = cfg.hidden_size
     self.cfg, self.dtype = cfg, dtype
     self.patch_kernel = _param(rngs, (cfg.patch_dim, d), ("patch", "embed"), param_dtype)
     self.patch_bias = _zeros((d,), ("embed",), param_dtype)
     self.pos_embed = _param(rngs, (cfg.num_position_embeddings, d), (None, "embed"), param_dtype)
-    self.blocks = VisionBlocks(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.blocks = VisionBlocks(
+      cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs, attention_chunk=attention_chunk
+    )
     self.merger = PatchMerger(
       cfg, postshuffle=False, stack=None, dtype=dtype, param_dtype=param_dtype, rngs=rngs
     )

@@ -153,6 +153,16 @@ def test_layout_segments_and_merge_order():
   assert int(taps[7, 0]) == 47 * 48 + 47 and float(wts[7, 0]) == 1.0
 
 
+def test_chunked_attention_equals_dense(models):
+  hf, enc = models
+  chunked = _port(hf, CFG, attention_chunk=12)  # 56 rows: 5 chunks, the last one padded
+  px, grid = _inputs([(1, 4, 2), (2, 4, 6)])
+  merged, ds = _jit_call(enc, jnp.asarray(px), jnp.asarray(grid))
+  merged_c, ds_c = _jit_call(chunked, jnp.asarray(px), jnp.asarray(grid))
+  np.testing.assert_allclose(np.asarray(merged_c), np.asarray(merged), atol=1e-6, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(ds_c), np.asarray(ds), atol=1e-6, rtol=1e-6)
+
+
 def test_bf16_compute_is_close(models):
   hf, _ = models
   enc16 = _port(hf, CFG, dtype=jnp.bfloat16, param_dtype=jnp.float32)
