@@ -272,6 +272,13 @@ def load_hf(
     aliases={_EMBED_KEY: _HEAD_KEY} if tied else None,
     ignore=(_HEAD_KEY, _EMBED_KEY) if tied else (),
   )
+  abstract = [
+    p
+    for p, v in nnx.to_flat_state(nnx.state(model))
+    if isinstance(v.get_value(), jax.ShapeDtypeStruct)
+  ]
+  if abstract:
+    raise NotImplementedError(f"hf_io: model state without a checkpoint source: {abstract[:5]}")
   return model
 
 

@@ -108,6 +108,21 @@ def test_loaded_model_matches_transformers(hf_models, fp32_dir):
   np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=1e-4)
 
 
+def test_tied_checkpoint_with_only_lm_head(hf_models, tmp_path):
+  """Some exports store the tied table once as lm_head.weight: it feeds the embedding."""
+  R.save_hf_model(hf_models[True], tmp_path / "src")
+  embed = "model.language_model.embed_tokens.weight"
+
+  def rename(t):
+    t["lm_head.weight"] = t.pop(embed)
+
+  _rewrite(tmp_path / "src", tmp_path / "head_only", rename)
+  model = load_hf(tmp_path / "head_only", dtype=jnp.float32)
+  want = hf_models[True].model.language_model.embed_tokens.weight.detach().numpy()
+  got = model.language_model.embed_tokens.embedding.get_value()
+  np.testing.assert_array_equal(np.asarray(got), want)
+
+
 def test_load_onto_mesh_streams_shards(fp32_dir, monkeypatch):
   reads = []
   original = hf_io.SafetensorsDir.read
