@@ -1,5 +1,7 @@
 """The algorithm switch: branches, gradients and reward terms of each algorithm."""
 
+import pathlib
+
 import pytest
 
 from crpo_jax.rl import algorithms, rewards
@@ -70,3 +72,21 @@ def test_every_spec_drives_score_prompt(name):
     cf_lengths=[400] * g if "counterfactual" in sampled else None,
   )
   assert out.total.shape == (spec.num_gradient_branches, g)
+
+
+def test_rl_core_imports_without_heavy_dependencies():
+  """crpo_jax.rl's maths must run on a bare accelerator image (jax, flax, optax, numpy)."""
+  import subprocess
+  import sys
+
+  code = (
+    "import sys\n"
+    "from crpo_jax.rl import advantages, algorithms, crr, kl, logprobs, losses, rewards\n"
+    "heavy = {'grain', 'av', 'ml_collections', 'clu', 'torch', 'transformers', 'tensorflow'}\n"
+    "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+  )
+  root = pathlib.Path(__file__).resolve().parents[2]
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+  )
+  assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -203,3 +203,22 @@ def test_missing_inputs_and_unknown_terms_raise():
     rewards.ExampleInfo("Temporal", "E", 5)  # the null option is never the answer
   with pytest.raises(ValueError):
     rewards.ExampleInfo("Dynamic", "A", 5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+  a=st.lists(st.sampled_from(["A", "B", "C", None]), min_size=1, max_size=6),
+  b=st.lists(st.sampled_from(["A", "B", "C", None]), min_size=1, max_size=6),
+  route=st.sampled_from(crr_lib.ROUTES),
+  variant=st.sampled_from(["expected", "majority"]),
+)
+def test_crr_bounds_and_invalid_answers(a, b, route, variant):
+  crr_a, crr_b = crr_lib.crr(a, b, route, variant)
+  assert crr_a.shape == (len(a),) and crr_b.shape == (len(b),)
+  for answers, values in ((a, crr_a), (b, crr_b)):
+    assert np.all((values >= 0) & (values <= 1))
+    assert all(v == 0 for x, v in zip(answers, values) if x is None)
+  # Expected relation: both branches see the same pairs, so the sums over valid pairs agree.
+  if variant == "expected" and any(x is not None for x in a) and any(x is not None for x in b):
+    n_a, n_b = sum(x is not None for x in a), sum(x is not None for x in b)
+    np.testing.assert_allclose(crr_a.sum() * n_b, crr_b.sum() * n_a, rtol=1e-5)
