@@ -165,25 +165,40 @@ def _resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, i
   return index, weight, precision
 
 
-def _resize_axis(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
-  """One pass along `axis`: out = clip((sum_k w_k * x_k + half) >> precision)."""
+def _move_axis(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+  """Contiguous uint8 [..., C] copy with axis `src` moved to `dst`.
+
+  Moves whole pixels (C bytes) at a time, twice as fast as moving uint8s.
+  """
+  pixel = np.dtype((np.void, x.shape[-1]))
+  moved = np.moveaxis(np.ascontiguousarray(x).view(pixel)[..., 0], src, dst)
+  return np.ascontiguousarray(moved).view(np.uint8).reshape(*moved.shape, x.shape[-1])
+
+
+def _resize_axis(x: np.ndarray, axis: int, out_size: int, rows: int = 16) -> np.ndarray:
+  """One pass along `axis` (not the channel axis) of uint8 [..., C].
+
+  out = clip((sum_k w_k * x_k + half) >> precision, 0, 255), computed for `rows`
+  output lines at a time with the resized axis first, so every tap reads
+  contiguous slabs and the int32 temporaries stay in cache.
+  """
   index, weight, precision = _resize_taps(x.shape[axis], out_size)
-  # The resized axis goes first so each tap reads one contiguous slab; this runs
-  # 3-5x faster than gathering along the axis in place.
-  lines = np.ascontiguousarray(np.moveaxis(x, axis, 0))
-  out = np.empty((out_size, *lines.shape[1:]), np.uint8)
-  acc = np.empty(lines.shape[1:], np.int32)
-  tmp = np.empty(lines.shape[1:], np.int32)
-  for j in range(out_size):
-    acc.fill(1 << (precision - 1))  # rounds the final shift
+  lines = _move_axis(x, axis, 0)
+  flat = lines.reshape(len(lines), -1)
+  out = np.empty((out_size, flat.shape[1]), np.uint8)
+  acc = np.empty((rows, flat.shape[1]), np.int32)
+  tmp = np.empty_like(acc)
+  for j0 in range(0, out_size, rows):
+    j1 = min(j0 + rows, out_size)
+    a, t = acc[: j1 - j0], tmp[: j1 - j0]
+    a.fill(1 << (precision - 1))  # rounds the final shift
     for k in range(index.shape[1]):
-      if w := int(weight[j, k]):
-        np.multiply(lines[index[j, k]], w, out=tmp, dtype=np.int32)
-        acc += tmp
-    acc >>= precision
-    np.clip(acc, 0, 255, out=acc)
-    out[j] = acc
-  return np.ascontiguousarray(np.moveaxis(out, 0, axis))
+      np.multiply(flat[index[j0:j1, k]], weight[j0:j1, k, None], out=t, dtype=np.int32)
+      a += t
+    a >>= precision
+    np.clip(a, 0, 255, out=a)
+    out[j0:j1] = a
+  return _move_axis(out.reshape(out_size, *lines.shape[1:]), 0, axis)
 
 
 def resize_frames(
