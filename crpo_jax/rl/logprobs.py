@@ -45,7 +45,7 @@ def token_logprobs(
     hidden: final hidden states h [B, T, D] at the positions that predict `targets`
       (the learner slices completion positions, shifted by one).
     kernel: output projection [D, V] (`model.output_kernel()`).
-    targets: token ids [B, T] (int); padding positions may hold any valid id.
+    targets: token ids [B, T] (int); padding positions may hold any id.
     chunk_size: positions per chunk; T is padded up to a multiple of it.
     temperature: the sampling temperature, so log-probs match the sampler's.
 
@@ -61,7 +61,8 @@ def token_logprobs(
   num_chunks = -(-t // chunk)
   pad = num_chunks * chunk - t
   h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-  y = jnp.pad(targets.astype(jnp.int32), ((0, 0), (0, pad)))
+  # Clipped so pad ids outside the vocabulary cannot gather NaN (jnp's "fill" mode).
+  y = jnp.pad(jnp.clip(targets.astype(jnp.int32), 0, kernel.shape[1] - 1), ((0, 0), (0, pad)))
   # [B, n*C, D] -> [n, B, C, D]: chunks lead so lax.map walks over them.
   h_NBCD = h.reshape(b, num_chunks, chunk, d).transpose(1, 0, 2, 3)
   y_NBC = y.reshape(b, num_chunks, chunk).transpose(1, 0, 2)

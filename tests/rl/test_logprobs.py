@@ -75,3 +75,13 @@ def test_shape_errors():
     token_logprobs(hidden, kernel, targets[:, :-1])
   with pytest.raises(ValueError):
     token_logprobs(hidden, kernel.T, targets)
+
+
+def test_out_of_vocabulary_pad_ids_stay_finite():
+  hidden, kernel, targets = _inputs()
+  targets = targets.at[:, -2:].set(V + 100)  # e.g. a pad id beyond a truncated vocabulary
+  logp, ent = token_logprobs(hidden, kernel, targets, chunk_size=4)
+  assert np.all(np.isfinite(logp)) and np.all(np.isfinite(ent))
+  np.testing.assert_allclose(
+    logp[:, :-2], _full(hidden, kernel, targets)[0][:, :-2], rtol=1e-5, atol=1e-5
+  )
