@@ -103,6 +103,19 @@ def patch_layout(grid_thw: Int[Array, "n 3"], num_patches: int, cfg: VisionConfi
   return taps, weights, jnp.stack([row, col], -1), segment
 
 
+def _check_grid(grid: np.ndarray, num_patches: int, merge: int) -> None:
+  if grid.ndim != 2 or grid.shape[1] != 3:
+    raise ValueError(f"vision.py: grid_thw must be [n, 3], got shape {grid.shape}")
+  if (grid[:, 1:] % merge).any():
+    raise ValueError(
+      f"vision.py: grid_thw h and w must be multiples of {merge}, got {grid.tolist()}"
+    )
+  if int(grid.prod(-1).sum()) > num_patches:
+    raise ValueError(
+      f"vision.py: grid_thw covers {int(grid.prod(-1).sum())} patches, pixel_values has {num_patches}"
+    )
+
+
 def rotary_cos_sin(rot_ids: Int[Array, "P 2"], cfg: VisionConfig):
   """cos/sin [P, H] in float32, layout [h-freqs, w-freqs, h-freqs, w-freqs]."""
   half = cfg.head_dim // 2
@@ -317,6 +330,8 @@ class VisionEncoder(nnx.Module):
       )
     if num_p % unit:
       raise ValueError(f"vision.py: P={num_p} pixel rows is not a multiple of merge unit {unit}")
+    if not isinstance(grid_thw, jax.core.Tracer):  # checkable only outside jit
+      _check_grid(np.asarray(grid_thw), num_p, cfg.spatial_merge_size)
     taps, wts, rot_ids, segment = patch_layout(grid_thw, num_p, cfg)
     cos, sin = rotary_cos_sin(rot_ids, cfg)
 

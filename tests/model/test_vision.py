@@ -137,6 +137,17 @@ def test_padding_rows_and_grid_rows_do_not_change_outputs(models):
   assert np.isfinite(np.asarray(merged_p)).all()
 
 
+def test_bad_inputs_are_clear_errors(models):
+  _, enc = models
+  px, grid = _inputs([(1, 4, 4)])
+  with pytest.raises(ValueError, match="covers 32 patches, pixel_values has 16"):
+    enc(jnp.asarray(px), jnp.asarray([(2, 4, 4)]))
+  with pytest.raises(ValueError, match="multiples of 2"):
+    enc(jnp.asarray(px), jnp.asarray([(1, 3, 4)]))
+  with pytest.raises(ValueError, match="expected \\[P, 1536\\]"):
+    enc(jnp.asarray(px[:, :100]), jnp.asarray(grid))
+
+
 def test_layout_segments_and_merge_order():
   taps, wts, rot, seg = jax.jit(patch_layout, static_argnums=(1, 2))(
     jnp.asarray([(1, 2, 4), (0, 0, 0), (2, 2, 2)]), 20, CFG
