@@ -46,8 +46,16 @@ def _reinit_opt(state, tx, shardings):
   return state.replace(opt_state=opt_state)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains as the config says; returns a summary (evals, paths, last metrics)."""
+def run(
+  config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+) -> dict[str, Any]:
+  """Trains as the config says; returns a summary (evals, paths, per-step metrics).
+
+  Args:
+    config: experiment config (configs/common.py).
+    workdir: output directory; an existing checkpoint there is resumed.
+    stop_after: behave as if preempted once this global step is done (tests).
+  """
   workdir = os.path.abspath(workdir)
   paths = {k: os.path.join(workdir, k) for k in ("data", "checkpoints", "tensorboard", "hf")}
   mesh = sharding.make_mesh(dict(config.mesh))
@@ -57,6 +65,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   model_def = rows_lib.ModelDef.from_model(model)
   del model
   tokenizer = data.tokenizer
+  if jax.process_index() == 0:
+    setup.write_run_files(workdir, config, model_def.config, data.tokenizer_dir)
 
   sft_steps, rl_steps = int(config.sft.steps), int(config.train_steps)
   total = sft_steps + rl_steps
@@ -104,6 +114,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
 
   last: dict[str, float] = {}
+  history: dict[int, dict[str, float]] = {}
   status = "finished"
   prog = progress_lib.Progress("train", total, start=step, every=config.log_every)
   while step < total:
@@ -126,6 +137,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       prefix = "train/"
     step += 1
     last["step_time"] = time.perf_counter() - t0
+    history[step] = dict(last)
     if step % config.log_every == 0 or step == total:
       metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(last, prefix))
     keys = ("loss", "accuracy", "crr") if meta["phase"] == "rl" else ("loss", "token_confident")
@@ -140,6 +152,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       do_eval("after_rl")
     if step % config.ckpt_every == 0 or step == total:
       save(step)
+    if step == stop_after:
+      watcher.trigger()
     if step < total and watcher.should_stop(step):
       save(step)
       ckpt.wait()
@@ -158,6 +172,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=1, default=float)
+  summary["history"] = history
   logging.info("run %s at step %d", status, step)
   return summary
 

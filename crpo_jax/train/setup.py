@@ -6,6 +6,7 @@ Kept apart from the loop so that `loop.py` reads as the training schedule only.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ class RunData:
   train_path: str
   eval_path: str
   tokenizer: Any
+  tokenizer_dir: str
   train_loader: Callable[[], Any]
 
 
@@ -121,6 +123,7 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
     train,
     heldout,
     tokenizer,
+    tok_dir,
     lambda: make_loader(config, train, tokenizer, pad_id, train=True),
   )
 
@@ -152,3 +155,17 @@ def export_hf(model_def, params, tokenizer, out_dir: str) -> str:
   if jax.process_index() == 0 and tokenizer is not None:
     tokenizer.save_pretrained(out_dir)
   return out_dir
+
+
+RUN_FILES = ("config.json", "model_config.json", "tokenizer_dir.txt")
+
+
+def write_run_files(workdir: str, config, model_config, tokenizer_dir: str) -> None:
+  """What `crpo_jax.export` needs besides a checkpoint: config, architecture, tokenizer."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  with open(os.path.join(workdir, "model_config.json"), "w") as f:
+    json.dump(model_config.to_hf_config(), f, indent=1)
+  with open(os.path.join(workdir, "tokenizer_dir.txt"), "w") as f:
+    f.write(os.path.abspath(tokenizer_dir))

@@ -1,0 +1,75 @@
+"""Every experiment config loads, with overrides, and builds what the trainer reads."""
+
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import common, demo, qwen3vl_2b, qwen3vl_4b, qwen3vl_8b
+from crpo_jax import main as main_lib
+from crpo_jax.model.config import get_preset
+from crpo_jax.rl import algorithms
+from crpo_jax.rl import learner as learner_lib
+
+SIZES = {"qwen3vl_2b": qwen3vl_2b, "qwen3vl_4b": qwen3vl_4b, "qwen3vl_8b": qwen3vl_8b}
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_size_configs_paper_defaults(name):
+  c = SIZES[name].get_config()
+  assert c.model.preset == name
+  get_preset(c.model.preset)
+  assert c.mesh.data * c.mesh.fsdp * c.mesh.tensor == 8
+  assert (c.sampling.num_generations, c.optim.lr, c.loss.beta) == (8, 1e-6, 0.04)
+  assert (c.data.num_frames, c.data.fps, c.sampling.max_new_tokens) == (16, 2.0, 768)
+  assert c.optim.schedule == "cosine"
+  learner_lib.loss_config(c)
+  learner_lib.reward_config(c)
+  local = SIZES[name].get_config("runlocal")
+  assert local.model.preset == "tiny" and local.train_steps == 2
+
+
+@pytest.mark.parametrize("arg", [None, "test"])
+def test_demo_config(arg):
+  c = demo.get_config(arg)
+  assert c.model.preset == "tiny" and c.sft.steps > 0 and c.data.synthetic.num_train > 0
+  with pytest.raises(ValueError):
+    demo.get_config("nope")
+  with pytest.raises(ValueError):
+    common.apply_arg(common.get_base_config(), "nope")
+
+
+@pytest.mark.parametrize("algo", algorithms.NAMES)
+def test_overrides_through_config_flags(algo):
+  argv = ["prog", "--config=configs/qwen3vl_4b.py:runlocal", f"--config.algo={algo}",
+          "--config.loss.beta=0", "--config.sampling.num_generations=4"]  # fmt: skip
+  fv = flags.FlagValues()
+  # config_flags finds the --config.* overrides in argv (sys.argv in main.py).
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, sys_argv=argv)
+  fv(argv)
+  c = fv.config
+  assert (c.algo, c.loss.beta, c.sampling.num_generations) == (algo, 0.0, 4)
+  algorithms.get_algorithm(c.algo)
+  assert learner_lib.loss_config(c).beta == 0
+
+
+def test_multiprocess_detection():
+  detect = main_lib.multiprocess_env
+  assert detect({}) is None
+  assert detect({"TPU_WORKER_HOSTNAMES": "w0"}) is None
+  assert detect({"TPU_WORKER_HOSTNAMES": "w0,w1"}) == "tpu"
+  assert detect({"SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "n[1-2]"}) == "slurm"
+  assert detect({"SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}) is None
+  assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234"}) == "explicit"
+
+
+def test_main_help_lists_flags():
+  out = subprocess.run(
+    [sys.executable, "-m", "crpo_jax.main", "--helpfull"],
+    check=False,
+    capture_output=True,
+    text=True,
+  )
+  assert "--workdir" in out.stdout and "--config" in out.stdout

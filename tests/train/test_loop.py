@@ -1,0 +1,77 @@
+"""The whole run: the shortened CPU demo, resume-equals-uninterrupted, and export.
+
+One uninterrupted run of `configs/demo.py:test` (module fixture) serves all three
+tests: it is the demo, the reference for the resumed run, and the export source.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from configs import demo
+from crpo_jax import export
+from crpo_jax.train import loop
+from tests.model import hf_reference as R
+
+# Timings differ between runs; everything else must not.
+_NONDETERMINISTIC = ("step_time", "time_sample", "time_update", "rollout_tokens_per_s")
+
+
+def _config():
+  c = demo.get_config("test")
+  c.async_ckpt = True
+  return c
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("demo"))
+  return workdir, loop.run(_config(), workdir)
+
+
+def test_demo_runs_end_to_end(full_run):
+  _, summary = full_run
+  assert summary["status"] == "finished" and summary["step"] == 4
+  for tag in ("before_rl", "after_rl"):
+    assert 0.0 <= summary["evals"][tag]["acc"] <= 1.0
+    assert 0.0 <= summary["evals"][tag]["p_acc"] <= summary["evals"][tag]["acc"] + 1e-9
+  rl = summary["history"][4]
+  for key in ("loss", "kl", "entropy", "clip_frac", "response_length", "grad_norm"):
+    assert np.isfinite(rl[key]), key
+  assert "reward/original/crr" in rl and "reward/counterfactual/format" in rl
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["tensorboard"]))
+  assert max(os.listdir(summary["checkpoints"]), key=int) == "4"
+  assert os.path.exists(os.path.join(summary["hf"], "config.json"))
+
+
+def test_resume_equals_uninterrupted(full_run, tmp_path):
+  _, reference = full_run
+  workdir = str(tmp_path / "resumed")
+  first = loop.run(_config(), workdir, stop_after=3)
+  assert first["status"] == "preempted" and first["step"] == 3
+  second = loop.run(_config(), workdir)
+  assert second["status"] == "finished" and sorted(second["history"]) == [4]
+  for step, got in [(3, first["history"][3]), (4, second["history"][4])]:
+    want = reference["history"][step]
+    keys = sorted(set(want) - set(_NONDETERMINISTIC))
+    assert keys == sorted(set(got) - set(_NONDETERMINISTIC))
+    np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=1e-6)
+  assert second["evals"]["after_rl"] == reference["evals"]["after_rl"]
+
+
+def test_export_gives_trained_logits(full_run, tmp_path):
+  workdir, _ = full_run
+  out = export.export(workdir, str(tmp_path / "hf"))
+  ours, step = export.restore_model(workdir)
+  assert step == 4
+  hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(
+    out, dtype=torch.float32, attn_implementation="eager"
+  ).eval()
+  inputs = R.video_inputs(0, ours.config)
+  want = np.asarray(ours(**inputs))
+  got = R.hf_logits(hf, inputs)
+  np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4)
+  assert transformers.AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<think>") == 151667
