@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs one crpo_jax command on every worker of a Cloud TPU VM slice (v4 / v5e / v5p).
+#
+# Every worker runs the same command; crpo_jax.main sees TPU_WORKER_HOSTNAMES and calls
+# jax.distributed.initialize(), which reads the rest from the TPU metadata server.
+#
+# Usage (from your workstation, with gcloud configured):
+#   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh setup
+#   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh train \
+#     --config=configs/qwen3vl_8b.py --workdir=gs://my-bucket/crpo/run1 \
+#     --config.model.init_from=/mnt/ckpt/Qwen3-VL-8B-Instruct \
+#     --config.data.train=/mnt/data/train.jsonl --config.data.eval=/mnt/data/heldout.jsonl
+#   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh stop   # sends SIGTERM: checkpoint, exit
+#
+# Environment: TPU_NAME, ZONE (required); PROJECT (optional); REPO_URL (default: this
+# repository's origin); REPO_DIR (default ~/crpo_jax on the workers).
+set -euo pipefail
+
+: "${TPU_NAME:?set TPU_NAME}"
+: "${ZONE:?set ZONE}"
+REPO_DIR="${REPO_DIR:-crpo_jax}"
+REPO_URL="${REPO_URL:-$(git -C "$(dirname "$0")/.." remote get-url origin 2>/dev/null || true)}"
+PROJECT_FLAG=()
+if [[ -n "${PROJECT:-}" ]]; then PROJECT_FLAG=(--project "$PROJECT"); fi
+
+on_all_workers() {
+  gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" "${PROJECT_FLAG[@]}" \
+    --worker=all --command "$1"
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  setup)
+    : "${REPO_URL:?set REPO_URL (git URL of crpo_jax)}"
+    on_all_workers "set -e
+      [ -d $REPO_DIR ] || git clone $REPO_URL $REPO_DIR
+      cd $REPO_DIR && git pull --ff-only
+      python3 -m venv .venv && . .venv/bin/activate
+      pip install -U pip && pip install -e . && pip install -U 'jax[tpu]' tensorboardX
+      python -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.device_count())'"
+    ;;
+  train)
+    # nohup + a log per worker; the job keeps running when the ssh session ends.
+    args=$(printf '%q ' "$@")
+    on_all_workers "cd $REPO_DIR && . .venv/bin/activate &&
+      nohup python -m crpo_jax.main $args > ~/crpo_train.log 2>&1 &
+      echo started on \$(hostname)"
+    ;;
+  logs)
+    gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" "${PROJECT_FLAG[@]}" \
+      --worker=0 --command "tail -n 50 -f ~/crpo_train.log"
+    ;;
+  stop)
+    on_all_workers "pkill -TERM -f 'crpo_jax.main' || true"
+    ;;
+  *)
+    echo "usage: $0 setup | train <crpo_jax.main flags> | logs | stop" >&2
+    exit 2
+    ;;
+esac
