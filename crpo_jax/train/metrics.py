@@ -101,11 +101,21 @@ def create_writer(logdir: str, *, console: bool = True) -> metric_writers.Metric
   return metric_writers.MultiWriter(writers)
 
 
+def host_get(tree: Any) -> Any:
+  """Numpy copies of (possibly multi-host sharded) arrays, the same on every host."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
 def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
   """Host floats from (possibly device) scalars; non-finite values are kept so they show."""
   out = {}
+  metrics = host_get(dict(metrics))
   for key, value in metrics.items():
-    arr = np.asarray(jax.device_get(value))
+    arr = np.asarray(value)
     if arr.size != 1:
       continue
     out[f"{prefix}{key}"] = float(arr.reshape(()))

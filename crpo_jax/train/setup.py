@@ -55,11 +55,8 @@ def processor_config(config: ml_collections.ConfigDict):
 def pipeline_config(config: ml_collections.ConfigDict, pad_id: int, *, train: bool):
   from crpo_jax.data import pipeline
 
-  per_host = config.batch.prompts // jax.process_count()
-  if per_host * jax.process_count() != config.batch.prompts:
-    raise ValueError(f"batch.prompts={config.batch.prompts} must divide over the hosts")
   return pipeline.PipelineConfig(
-    batch_size=per_host,
+    batch_size=config.batch.prompts,
     seed=config.seed,
     shuffle=config.data.shuffle and train,
     num_epochs=None if train else 1,
@@ -72,6 +69,14 @@ def pipeline_config(config: ml_collections.ConfigDict, pad_id: int, *, train: bo
 
 
 def make_loader(config, path: str, tokenizer, pad_id: int, *, train: bool):
+  """A loader of *global* batches: every host reads the same examples.
+
+  The learner scores all prompts on every host and feeds identical host arrays to
+  the jitted steps, which is correct on any number of hosts; reading a per-host
+  shard and assembling global arrays would cut the redundant decoding (not done).
+  """
+  import grain
+
   from crpo_jax.data import pipeline
 
   return pipeline.make_loader(
@@ -79,6 +84,7 @@ def make_loader(config, path: str, tokenizer, pad_id: int, *, train: bool):
     pipeline_config(config, pad_id, train=train),
     _Process(tokenizer, processor_config(config)),
     video_root=config.data.video_root or None,
+    shard_options=grain.sharding.NoSharding(),
   )
 
 
