@@ -151,7 +151,9 @@ def extract_answer(text: str) -> str | None:
 def extract_letter(text: str, num_options: int) -> str | None:
   """The extracted answer if it names an option (null option included), else None."""
   answer = extract_answer(text)
-  return answer if answer is not None and answer in option_letters(num_options) else None
+  # Exactly one letter: a substring test would accept "" and "AB".
+  valid = answer is not None and len(answer) == 1 and answer in option_letters(num_options)
+  return answer if valid else None
 
 
 def format_reward(text: str) -> float:

@@ -26,6 +26,9 @@ def test_extract_letter_validates_options_incl_null():
   assert rewards.extract_letter("<answer>F</answer>", 5) is None
   assert rewards.extract_letter("<answer>a</answer>", 5) is None
   assert rewards.extract_letter("<answer>A. red</answer>", 5) is None
+  # Neither an empty answer nor several letters names one option.
+  assert rewards.extract_letter("<answer></answer>", 5) is None
+  assert rewards.extract_letter("<answer>AB</answer>", 5) is None
 
 
 @pytest.mark.parametrize(
