@@ -175,16 +175,17 @@ def _move_axis(x: np.ndarray, src: int, dst: int) -> np.ndarray:
   return np.ascontiguousarray(moved).view(np.uint8).reshape(*moved.shape, x.shape[-1])
 
 
-def _resize_axis(x: np.ndarray, axis: int, out_size: int, rows: int = 16) -> np.ndarray:
+def _resize_axis(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
   """One pass along `axis` (not the channel axis) of uint8 [..., C].
 
-  out = clip((sum_k w_k * x_k + half) >> precision, 0, 255), computed for `rows`
+  out = clip((sum_k w_k * x_k + half) >> precision, 0, 255), computed for a few
   output lines at a time with the resized axis first, so every tap reads
-  contiguous slabs and the int32 temporaries stay in cache.
+  contiguous slabs and the int32 temporaries (about 256 KiB) stay in cache.
   """
   index, weight, precision = _resize_taps(x.shape[axis], out_size)
   lines = _move_axis(x, axis, 0)
   flat = lines.reshape(len(lines), -1)
+  rows = max(1, min(16, (1 << 16) // flat.shape[1]))
   out = np.empty((out_size, flat.shape[1]), np.uint8)
   acc = np.empty((rows, flat.shape[1]), np.int32)
   tmp = np.empty_like(acc)
@@ -240,7 +241,9 @@ def patchify(frames: np.ndarray, cfg: ProcessorConfig) -> tuple[np.ndarray, np.n
   x = frames.reshape(gt, tp, gh // m, m, p, gw // m, m, p, c)
   x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7).reshape(gt * gh * gw, c * tp * p * p)
   # Transposing uint8 first moves 4x fewer bytes; the float maths is HF's, bit for bit.
-  pixel_values = (x.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+  pixel_values = x.astype(np.float32)
+  pixel_values -= np.float32(127.5)  # in place: these arrays reach hundreds of MB
+  pixel_values /= np.float32(127.5)
   return pixel_values, np.array([[gt, gh, gw]], np.int64)
 
 
