@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -303,13 +304,16 @@ def save_params(
 
   One file `model.safetensors` when everything fits in `max_shard_size_bytes`,
   otherwise `model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`.
-  The host holds at most one shard.
+  The host holds at most one shard. On several hosts every process must call
+  this (arrays are gathered); only process 0 writes.
 
   Returns:
     The written file names.
   """
   path = Path(path)
-  path.mkdir(parents=True, exist_ok=True)
+  writer = jax.process_index() == 0
+  if writer:
+    path.mkdir(parents=True, exist_ok=True)
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
   entries = []  # (key, parameter value, layer or None, transform, bytes)
   for spec in specs:
@@ -339,11 +343,16 @@ def save_params(
   for name, shard in zip(names, shards):
     tensors = {}
     for key, value, layer, transform, out_dtype, _ in shard:
-      piece = np.asarray(jax.device_get(value if layer is None else value[layer]))
-      tensors[key] = to_hf(piece, transform, patch).astype(out_dtype)
+      piece = value if layer is None else value[layer]
+      if not piece.is_fully_addressable:  # multi-host: every process joins the gather
+        piece = multihost_utils.process_allgather(piece, tiled=True)
+      tensors[key] = to_hf(np.asarray(jax.device_get(piece)), transform, patch).astype(out_dtype)
       weight_map[key] = name
-    save_file(tensors, str(path / name), metadata={"format": "pt"})
+    if writer:
+      save_file(tensors, str(path / name), metadata={"format": "pt"})
     del tensors
+  if not writer:
+    return names
   # Never leave a second layout behind (a stale index would shadow the new file).
   for stale in [path / INDEX_FILE, path / SINGLE_FILE, *path.glob("model-*-of-*.safetensors")]:
     if stale.name not in names and stale.exists():
@@ -385,6 +394,8 @@ def save_hf(
     if dtype is not None
     else np.dtype(model.language_model.embed_tokens.embedding.get_value().dtype)
   )
+  if jax.process_index() != 0:
+    return
   hf = cfg.to_hf_config()
   hf["torch_dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(stored.name, "float32")
   (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

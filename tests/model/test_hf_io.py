@@ -123,7 +123,7 @@ def test_tied_checkpoint_with_only_lm_head(hf_models, tmp_path):
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
-def test_load_onto_mesh_streams_shards(fp32_dir, monkeypatch):
+def test_load_onto_mesh_streams_shards(fp32_dir, tmp_path, monkeypatch):
   reads = []
   original = hf_io.SafetensorsDir.read
 
@@ -156,6 +156,10 @@ def test_load_onto_mesh_streams_shards(fp32_dir, monkeypatch):
   # Streaming: no single read of the embedding table is larger than one device's shard.
   embed_reads = [n for key, n in reads if key.endswith("embed_tokens.weight")]
   assert embed_reads and max(embed_reads) == embed.size // 8
+  # Exporting the sharded model gathers it back to the same bits.
+  save_hf(sharded, tmp_path / "out")
+  want, got = _tensors(fp32_dir), _tensors(tmp_path / "out")
+  assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def _rewrite(src, dst, edit) -> None:
