@@ -44,11 +44,15 @@ def _full_logits(model, batch, out, num_samples):
 def test_greedy_equals_uncached_greedy_loop():
   model, batch = StandinLM(), _prompts()
   out = _run(model, batch, max_new_tokens=7)
-  ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
-  for t in range(7):  # greedy by repeated full forwards, no cache at all
-    nxt = jnp.argmax(model(ids, mask)[:, -1], -1)
-    ids = jnp.concatenate([ids, nxt[:, None]], 1)
-    mask = jnp.concatenate([mask, jnp.ones_like(mask[:, :1])], 1)
+  # Greedy by repeated full forwards, no cache: a fixed [B, 6 + 7] buffer whose
+  # unfilled tail is masked out (causal, so it cannot affect earlier positions).
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda st, i, m: nnx.merge(graphdef, st)(i, m))
+  ids = np.concatenate([batch["input_ids"], np.zeros((3, 7), np.int32)], 1)
+  mask = np.concatenate([batch["attention_mask"], np.zeros((3, 7), np.int32)], 1)
+  for t in range(7):
+    ids[:, 6 + t] = np.argmax(np.asarray(forward(state, ids, mask))[:, 5 + t], -1)
+    mask[:, 6 + t] = 1
   np.testing.assert_array_equal(out.tokens, ids[:, 6:])
   assert out.tokens.dtype == jnp.int32 and out.logprobs.dtype == jnp.float32
   np.testing.assert_array_equal(out.lengths, 7)
@@ -135,7 +139,9 @@ def test_compilations_bounded_by_buckets():
   counts = []
   from crpo_jax.rl import sampler as sampler_mod
 
-  for i, (length, patches) in enumerate([(5, 8), (17, 40), (60, 200), (70, 300), (9, 16), (100, 500)] * 2):
+  for i, (length, patches) in enumerate(
+    [(5, 8), (17, 40), (60, 200), (70, 300), (9, 16), (100, 500)] * 2
+  ):
     ids = rng.integers(1, 60, (2, length)).astype(np.int32)
     ids[0, : length // 2] = PAD
     mask = (ids != PAD).astype(np.int32)

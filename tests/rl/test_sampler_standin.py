@@ -173,14 +173,19 @@ def test_standin_cached_decode_equals_full_forward():
   ids = jnp.array([[0, 0, 5, 9, 11], [4, 8, 7, 2, 6]])
   mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
   nxt = jnp.array([13, 17])
-  cache = init_cache(CONFIG.text, 2, 6, jnp.float32)
-  last, cache = model.prefill(ids, mask, cache)
-  step, _ = model.decode_step(nxt, cache)
-  full = model(
-    jnp.concatenate([ids, nxt[:, None]], 1), jnp.concatenate([mask, jnp.ones((2, 1), int)], 1)
-  )
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(state):
+    m = nnx.merge(graphdef, state)
+    last, cache = m.prefill(ids, mask, init_cache(CONFIG.text, 2, 6, jnp.float32))
+    step, _ = m.decode_step(nxt, cache)
+    ones = jnp.ones((2, 1), int)
+    full = m(jnp.concatenate([ids, nxt[:, None]], 1), jnp.concatenate([mask, ones], 1))
+    return last, step, full, m(ids[:1, 2:], mask[:1, 2:])
+
+  last, step, full, alone = run(state)
   np.testing.assert_allclose(last, full[:, -2], atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(step, full[:, -1], atol=1e-5, rtol=1e-5)
   # Left padding does not change the result of the padded row.
-  alone = model(ids[:1, 2:], mask[:1, 2:])
   np.testing.assert_allclose(alone[0, -1], last[0], atol=1e-5, rtol=1e-5)
