@@ -224,6 +224,10 @@ def iter_records(
   Yields:
     An `Example` per good record, a `RecordError` (or `RecordSkipped`) per bad or
     unsupported one. A syntax error in a JSON list ends the file with one error.
+
+  Raises:
+    OSError: the file cannot be read (e.g. FileNotFoundError).
+    ValueError: an unknown `fmt`.
   """
   if fmt not in ("auto", "crpo", "video_r1"):
     raise ValueError(f"fmt must be 'auto', 'crpo' or 'video_r1', got {fmt!r}")

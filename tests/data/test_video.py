@@ -87,6 +87,9 @@ def test_start_end_window(long_clip):
   want = 30 + np.linspace(0, 60, 4).round().astype(int)
   np.testing.assert_array_equal(meta.frame_indices, want)
   np.testing.assert_array_equal(frames, full[want])
+  frames, meta = decode_video(path, end=0.5)  # frames 0..15 -> int(16 / 30 * 2) = 1 -> 4
+  np.testing.assert_array_equal(meta.frame_indices, [0, 5, 10, 15])
+  np.testing.assert_array_equal(frames, full[[0, 5, 10, 15]])
 
 
 def test_window_late_in_a_long_file_seeks(long_clip, counting_open):
