@@ -129,6 +129,17 @@ def _resolve(path: str, root: str) -> str:
   return os.path.normpath(path if os.path.isabs(path) else os.path.join(root, path))
 
 
+def _route(rec: dict, err) -> str | None:
+  """The optional route label (the router may write it into either format), lower case."""
+  route = _opt_str(rec, "route", err)
+  if route is None:
+    return None
+  route = route.strip().lower()
+  if route not in ROUTES:
+    raise err("route", f"{rec['route']!r} is not one of {', '.join(ROUTES)}")
+  return route
+
+
 def _crpo_example(rec: dict, root: str, source: str, err) -> Example:
   for field in ("video", "question"):
     if not isinstance(rec.get(field), str) or not rec[field].strip():
@@ -138,11 +149,7 @@ def _crpo_example(rec: dict, root: str, source: str, err) -> Example:
   answer_cf = None
   if rec.get("answer_cf") is not None:  # may name the appended null option
     answer_cf = _check_letter(rec["answer_cf"], len(options) + 1, "answer_cf", err)
-  route = _opt_str(rec, "route", err)
-  if route is not None:
-    route = route.strip().lower()
-    if route not in ROUTES:
-      raise err("route", f"{rec['route']!r} is not one of {', '.join(ROUTES)}")
+  route = _route(rec, err)
   start, end = _opt_seconds(rec, "start", err), _opt_seconds(rec, "end", err)
   if start is not None and end is not None and end <= start:
     raise err("end", f"end {end} must be after start {start}")
@@ -185,6 +192,7 @@ def _video_r1_example(rec: dict, root: str, source: str, err, skip) -> Example:
     options=options,
     answer=answer,
     category=_opt_str(rec, "data_source", err),
+    route=_route(rec, err),
     source=source,
   )
 

@@ -179,3 +179,11 @@ def test_video_r1_jsonl_lines_and_syntax_error(tmp_path):
   bad.write_text('[\n {"problem": "a",\n  "solution": }\n]')
   (err,) = list(iter_records(str(bad)))
   assert (err.line, err.field) == (3, "<json>")
+
+
+def test_video_r1_reads_the_route_the_router_wrote(tmp_path):
+  path = tmp_path / "r1.json"
+  path.write_text(json.dumps([dict(R1[0], route="Temporal"), dict(R1[0], route="sideways")]))
+  good, bad = list(iter_records(str(path)))
+  assert isinstance(good, Example) and good.route == "temporal"
+  assert type(bad) is RecordError and bad.field == "route"
