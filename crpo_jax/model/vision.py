@@ -152,20 +152,62 @@ def segment_attention(
   v_SNH: Float[Array, "P N H"],
   segment: Int[Array, " P"],
   chunk: int | None = None,
+  window: int | None = None,
 ) -> Float[Array, "P N H"]:
   """Block-diagonal attention: a row attends to the rows with its segment id.
 
-  With `chunk`, queries are processed `chunk` rows at a time (`lax.map`), so the
-  score matrix is [N, chunk, P] instead of [N, P, P]: long videos fit in memory.
+  Args:
+    q_PNH, k_SNH, v_SNH: queries, keys, values of the packed rows.
+    segment: segment id per row; segments are contiguous runs of rows.
+    chunk: queries are processed `chunk` rows at a time (`lax.map`), so the score
+      matrix is [N, chunk, P] instead of [N, P, P]: long videos fit in memory.
+    window: with `chunk`, a bound on the segment length. Each query chunk then
+      scores only the `chunk + 2 * window` keys around it (compute O(P * window)
+      instead of O(P * P)). If a segment is longer, the full-key path runs instead
+      (`lax.cond`), so the result is always exact.
   """
-  num_p = q_PNH.shape[0]
+  num_p, rest = q_PNH.shape[0], q_PNH.shape[1:]
   if chunk is None or num_p <= chunk:
     return _attend(q_PNH, k_SNH, v_SNH, segment, segment)
   pad = -num_p % chunk
-  q = jnp.pad(q_PNH, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *q_PNH.shape[1:])
+  q = jnp.pad(q_PNH, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *rest)
   q_seg = jnp.pad(segment, (0, pad), constant_values=-2).reshape(-1, chunk)  # -2 matches no key
-  out = jax.lax.map(lambda a: _attend(a[0], k_SNH, v_SNH, a[1], segment), (q, q_seg))
-  return out.reshape(-1, *q_PNH.shape[1:])[:num_p]
+
+  def full():
+    out = jax.lax.map(lambda a: _attend(a[0], k_SNH, v_SNH, a[1], segment), (q, q_seg))
+    return out.reshape(-1, *rest)[:num_p]
+
+  if window is None or chunk + 2 * window >= num_p:
+    return full()
+  real = jnp.where(segment >= 0, segment, num_p)
+  longest = jnp.zeros((num_p,), jnp.int32).at[real].add(1, mode="drop").max()
+  return jax.lax.cond(
+    longest <= window, lambda: windowed_attention(q_PNH, k_SNH, v_SNH, segment, chunk, window), full
+  )
+
+
+def windowed_attention(q_PNH, k_SNH, v_SNH, segment, chunk: int, window: int):
+  """`segment_attention` when no segment is longer than `window` rows.
+
+  Query chunk i (rows [i*chunk, (i+1)*chunk)) sees keys [i*chunk - window,
+  (i+1)*chunk + window), which holds every row of every segment it touches.
+  """
+  num_p, rest = q_PNH.shape[0], q_PNH.shape[1:]
+  pad = -num_p % chunk
+  q = jnp.pad(q_PNH, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *rest)
+  q_seg = jnp.pad(segment, (0, pad), constant_values=-2).reshape(-1, chunk)
+  edge = ((window, window + pad), (0, 0), (0, 0))
+  k_pad, v_pad = jnp.pad(k_SNH, edge), jnp.pad(v_SNH, edge)
+  k_seg = jnp.pad(segment, (window, window + pad), constant_values=-3)  # matches no query
+  size = chunk + 2 * window
+
+  def one(a):
+    i, qq, qs = a
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, i * chunk, size, 0)
+    return _attend(qq, take(k_pad), take(v_pad), qs, take(k_seg))
+
+  out = jax.lax.map(one, (jnp.arange(q.shape[0]), q, q_seg))
+  return out.reshape(-1, *rest)[:num_p]
 
 
 # ----------------------------------------------------------------- modules
@@ -223,10 +265,18 @@ class VisionBlocks(nnx.Module):
   """`depth` pre-norm ViT blocks, parameters stacked on a leading layer axis."""
 
   def __init__(
-    self, cfg: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs, attention_chunk: int | None
+    self,
+    cfg: VisionConfig,
+    *,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    attention_chunk: int | None = None,
+    attention_window: int | None = None,
   ):
     n, d, f = cfg.depth, cfg.hidden_size, cfg.intermediate_size
-    self.cfg, self.dtype, self.attention_chunk = cfg, dtype, attention_chunk
+    self.cfg, self.dtype = cfg, dtype
+    self.attention_chunk, self.attention_window = attention_chunk, attention_window
     self.norm1_scale = _ones((n, d), ("layers", "embed"), param_dtype)
     self.norm1_bias = _zeros((n, d), ("layers", "embed"), param_dtype)
     # qkv output ordered (q, k, v) x heads x head_dim, as HF's fused Linear.
@@ -253,7 +303,9 @@ class VisionBlocks(nnx.Module):
     q_PNH, k_SNH, v_SNH = jnp.unstack(qkv.reshape(num_p, 3, nh, hd), axis=1)
     q_PNH, k_SNH = _rotate(q_PNH, cos, sin), _rotate(k_SNH, cos, sin)
     q_PNH = constrain(q_PNH, ("length", "heads", "head_dim"))
-    out_PNH = segment_attention(q_PNH, k_SNH, v_SNH, segment, self.attention_chunk)
+    out_PNH = segment_attention(
+      q_PNH, k_SNH, v_SNH, segment, self.attention_chunk, self.attention_window
+    )
     out = out_PNH.reshape(num_p, nh * hd)
     x_PD = (
       x_PD + jnp.einsum("PE,ED->PD", out, w["proj_kernel"].astype(dt)) + w["proj_bias"].astype(dt)
@@ -281,6 +333,7 @@ class VisionEncoder(nnx.Module):
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
     attention_chunk: int | None = 2048,
+    attention_window: int | None = None,
   ):
     """Builds the encoder.
 
@@ -291,6 +344,9 @@ class VisionEncoder(nnx.Module):
       rngs: parameter initialisation.
       attention_chunk: query rows per attention step when P is larger (memory
         O(chunk * P) instead of O(P * P)); None for one dense step.
+      attention_window: optional bound on rows per image / temporal group (e.g. the
+        bucketed frame size h*w); chunks then score only nearby keys. Exact either
+        way: a longer segment switches to the full-key path at run time.
     """
     d = cfg.hidden_size
     self.cfg, self.dtype = cfg, dtype
@@ -298,7 +354,12 @@ class VisionEncoder(nnx.Module):
     self.patch_bias = _zeros((d,), ("embed",), param_dtype)
     self.pos_embed = _param(rngs, (cfg.num_position_embeddings, d), (None, "embed"), param_dtype)
     self.blocks = VisionBlocks(
-      cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs, attention_chunk=attention_chunk
+      cfg,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+      attention_chunk=attention_chunk,
+      attention_window=attention_window,
     )
     self.merger = PatchMerger(
       cfg, postshuffle=False, stack=None, dtype=dtype, param_dtype=param_dtype, rngs=rngs
