@@ -230,6 +230,10 @@ def run_gpu(args) -> None:
       return Qwen3VL(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
 
     model = init()
+    if args.vision_window:
+      # Static module attribute: each query chunk then scores only the keys of its own
+      # frame instead of all P rows (exact; see vision.segment_attention).
+      model.visual.blocks.attention_window = args.height * args.width
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     run, _, _ = jax_forward(model, inputs)
     med = statistics.median(_time(run, args.iters))
@@ -259,6 +263,9 @@ def main(argv=None) -> None:
   parser.add_argument("--height", type=int, default=16, help="video height in patches")
   parser.add_argument("--width", type=int, default=16, help="video width in patches")
   parser.add_argument("--iters", type=int, default=5)
+  parser.add_argument(
+    "--vision-window", action="store_true", help="--gpu: vision attention keys windowed to h*w"
+  )
   parser.add_argument("--hf-attn", default="sdpa", choices=("sdpa", "eager"))
   args = parser.parse_args(argv)
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # repo root
