@@ -104,17 +104,18 @@ class Qwen3VL(nnx.Module):
         continue
       if grid is None:
         raise ValueError(f"crpo_jax/model/vlm.py: {name} given without its grid_thw")
-      merged, deep = self.visual(jnp.asarray(pixels), grid)
       is_token = input_ids == token_id
-      if _concrete(input_ids, grid):
-        unit = cfg.vision.spatial_merge_size**2
+      unit = cfg.vision.spatial_merge_size**2
+      if _concrete(input_ids, grid):  # eager calls get a clear error; jit cannot raise
         want = int(np.prod(np.asarray(grid), axis=-1).sum()) // unit
         have = int(is_token.sum())
-        if have != want or want > merged.shape[0]:
+        rows = np.shape(pixels)[0] // unit
+        if have != want or want > rows:
           raise ValueError(
             f"crpo_jax/model/vlm.py: {have} placeholder tokens (id {token_id}) in input_ids "
-            f"but the grid of {name} gives {want} merged tokens ({merged.shape[0]} rows)"
+            f"but the grid of {name} gives {want} merged tokens ({rows} pixel rows / {unit})"
           )
+      merged, deep = self.visual(jnp.asarray(pixels), grid)
       order = (jnp.cumsum(is_token.reshape(-1)) - 1).reshape(input_ids.shape)
       token_index = jnp.where(is_token, order + offset, token_index)
       is_visual = is_visual | is_token

@@ -17,6 +17,7 @@ import copy
 import math
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
@@ -57,12 +58,12 @@ def _rerandomise(model: torch.nn.Module, seed: int) -> None:
       elif p.ndim == 1:  # linear / conv biases
         p.copy_(0.1 * randn(p.shape))
       elif name.endswith("embed_tokens.weight"):
-        # Tied: the embedding is also the head; std 0.7 gives logits of order 10.
-        p.copy_((0.7 if tied else 1.0) * randn(p.shape))
+        # Tied: the embedding is also the head; std 0.45 gives logits of order 10.
+        p.copy_((0.45 if tied else 1.0) * randn(p.shape))
       elif name.endswith("pos_embed.weight"):
         p.copy_(0.5 * randn(p.shape))
       elif name == "lm_head.weight":
-        p.copy_(randn(p.shape) * (5.0 / math.sqrt(p.shape[1])))
+        p.copy_(randn(p.shape) * (3.0 / math.sqrt(p.shape[1])))
       else:  # Linear [out, in] or Conv3d [out, C, T, P, P]
         fan_in = int(np.prod(p.shape[1:]))
         p.copy_(randn(p.shape) / math.sqrt(fan_in))
@@ -277,7 +278,7 @@ def copy_hf_weights(model, hf_model: transformers.Qwen3VLForConditionalGeneratio
       raise ValueError(
         f"hf_reference: {p.path} has shape {var.get_value().shape}, HF {value.shape}"
       )
-    var.set_value(np.asarray(value, var.get_value().dtype))
+    var.set_value(jnp.asarray(value, var.get_value().dtype))
     seen.add(p.path)
   missing = set(flat) - seen
   if missing:
