@@ -162,9 +162,18 @@ def gpu(args) -> None:
   dtype = jnp.bfloat16
   model = nnx.jit(lambda: Qwen3VL(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)))()
   kind = jax.devices()[0].device_kind
-  peak = next((v for k, v in PEAK_HBM.items() if k in kind), None)
+  peak = (
+    args.peak_gbs * 1e9
+    if args.peak_gbs
+    else next((v for k, v in PEAK_HBM.items() if k in kind), None)
+  )
   _, state = nnx.split(model)
-  text_bytes = sum(x.nbytes for p, x in nnx.to_flat_state(state) if p[0] != "visual")
+  # Decode reads every text weight once per step, except an untied input embedding,
+  # of which it gathers only B rows.
+  skip = ("visual",) if cfg.text.tie_word_embeddings else ("visual", "embed_tokens")
+  text_bytes = sum(
+    x.nbytes for p, x in nnx.to_flat_state(state) if not any(str(k) in skip for k in p)
+  )
   t = cfg.text
   print(f"device {kind}; text weights {text_bytes / 1e9:.2f} GB; peak HBM {peak}")
   for batch_size in args.batch:
@@ -190,6 +199,7 @@ def main() -> None:
   p.add_argument("--prompt", default=32, type=int, help="longest prompt length")
   p.add_argument("--new", default=32, type=int, help="new tokens per row")
   p.add_argument("--repeats", default=3, type=int)
+  p.add_argument("--peak-gbs", default=0.0, type=float, help="override peak HBM GB/s")
   p.add_argument("--threads", default=1, type=int, help="CPU threads for both (CPU mode)")
   args = p.parse_args()
   if not args.gpu:  # same thread budget for XLA and torch; must precede importing jax
