@@ -158,3 +158,46 @@ def pad_batch(
         out[pix], out[grid], patch_buckets, patch_multiple, grid_rows
       )
   return out
+
+
+def concat_batches(*batches: Mapping[str, Any], pad_id: int) -> dict[str, np.ndarray]:
+  """Stacks HF-style batches along the batch axis (e.g. original + counterfactual).
+
+  Prompts are left-aligned and left-padded to the longest; pixel rows and grid rows
+  are concatenated in batch order, which is the order in which the model assigns
+  visual items to placeholder tokens (row-major over the batch), so every row keeps
+  its own images and videos.
+
+  Args:
+    *batches: dicts as `pad_batch` takes (with or without visual arrays; a key
+      present in one batch must be present in all that have visual inputs of that
+      modality).
+    pad_id: token id for the new padding slots.
+
+  Returns:
+    One dict of numpy arrays; `attention_mask` and `mm_token_type_ids` included.
+  """
+  if not batches:
+    raise ValueError("concat_batches needs at least one batch")
+  rows = []
+  for batch in batches:
+    ids = np.asarray(batch["input_ids"])
+    mask = np.asarray(batch.get("attention_mask", np.ones_like(ids)))
+    types = np.asarray(batch.get("mm_token_type_ids", np.zeros_like(ids)))
+    rows.append(left_align(ids, mask, types))
+  length = max(r[0].shape[1] for r in rows)
+
+  def widen(x: np.ndarray, fill) -> np.ndarray:
+    return np.concatenate([np.full((x.shape[0], length - x.shape[1]), fill, x.dtype), x], 1)
+
+  out = {
+    "input_ids": np.concatenate([widen(np.where(m != 0, i, pad_id), pad_id) for i, m, _ in rows]),
+    "attention_mask": np.concatenate([widen(m, 0) for _, m, _ in rows]),
+    "mm_token_type_ids": np.concatenate([widen(t * (m != 0), 0) for _, m, t in rows]),
+  }
+  for pix, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+    having = [b for b in batches if b.get(pix) is not None]
+    if having:
+      out[pix] = np.concatenate([np.asarray(b[pix]) for b in having])
+      out[grid] = np.concatenate([np.asarray(b[grid]).reshape(-1, 3) for b in having])
+  return out

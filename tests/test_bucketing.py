@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from crpo_jax.bucketing import bucket_size, left_align, pad_batch
+from crpo_jax.bucketing import bucket_size, concat_batches, left_align, pad_batch
 
 PAD = 151643
 
@@ -93,3 +93,25 @@ def test_pad_batch_rejects_inconsistent_grid():
       },
       pad_id=PAD,
     )
+
+
+def test_concat_batches_keeps_rows_and_visual_order():
+  a = {
+    "input_ids": np.array([[PAD, 5, 151655, 6]]),
+    "attention_mask": np.array([[0, 1, 1, 1]]),
+    "pixel_values": np.full((4, 2), 1.0),
+    "image_grid_thw": np.array([[1, 2, 2]]),
+  }
+  b = {
+    "input_ids": np.array([[7, 151655, 8, 9, 10, 0]]),
+    "attention_mask": np.array([[1, 1, 1, 1, 1, 0]]),  # right-padded: re-aligned
+    "pixel_values": np.full((4, 2), 2.0),
+    "image_grid_thw": np.array([[1, 2, 2]]),
+  }
+  out = concat_batches(a, b, pad_id=PAD)
+  np.testing.assert_array_equal(
+    out["input_ids"], [[PAD, PAD, PAD, 5, 151655, 6], [PAD, 7, 151655, 8, 9, 10]]
+  )
+  np.testing.assert_array_equal(out["attention_mask"].sum(1), [3, 5])
+  np.testing.assert_array_equal(out["pixel_values"][:, 0], [1] * 4 + [2] * 4)
+  np.testing.assert_array_equal(out["image_grid_thw"], [[1, 2, 2], [1, 2, 2]])
