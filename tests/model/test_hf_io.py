@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -202,3 +206,19 @@ def test_bf16_memmap_reads_match_safetensors(hf_models, tmp_path):
     got = ckpt.read(key, (slice(3, 9), slice(None)))
   assert got.dtype == jnp.bfloat16
   np.testing.assert_array_equal(got.astype(np.float32), want[key][3:9].float().numpy())
+
+
+def test_model_package_imports_without_torch_or_transformers():
+  code = (
+    "import sys\n"
+    "for name in ('torch', 'transformers', 'tensorflow'):\n"
+    "  sys.modules[name] = None  # any import of them now raises ImportError\n"
+    "import crpo_jax.model.hf_io, crpo_jax.model.vision\n"
+    "from crpo_jax.model import load_hf, save_hf\n"
+  )
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  root = Path(__file__).resolve().parents[2]
+  proc = subprocess.run(
+    [sys.executable, "-c", code], check=False, cwd=root, env=env, capture_output=True, text=True
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
