@@ -186,7 +186,7 @@ def load_params(
   shardings = (
     dict(nnx.to_flat_state(param_shardings(state, mesh, rules))) if mesh is not None else {}
   )
-  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   covered, used = set(), set()
   with SafetensorsDir(path) as ckpt:
     for spec in specs:
