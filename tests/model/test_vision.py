@@ -236,3 +236,12 @@ def test_sharded_equals_unsharded(models):
   got, got_ds = fwd(state, jnp.asarray(px), jnp.asarray(grid))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(got_ds), np.asarray(want_ds), atol=1e-5, rtol=1e-5)
+
+
+def test_every_param_has_logical_axes_and_hf_key():
+  enc = nnx.eval_shape(lambda: VisionEncoder(CFG, rngs=nnx.Rngs(0)))
+  flat = dict(nnx.to_flat_state(nnx.state(enc, nnx.Param)))
+  for path, var in flat.items():
+    axes = var.get_metadata().get("logical_axes")
+    assert axes is not None and len(axes) == len(var.get_value().shape), path
+  assert {p.path for p in vision_hf_params(CFG)} == set(flat)
