@@ -201,3 +201,29 @@ def concat_batches(*batches: Mapping[str, Any], pad_id: int) -> dict[str, np.nda
       out[pix] = np.concatenate([np.asarray(b[pix]) for b in having])
       out[grid] = np.concatenate([np.asarray(b[grid]).reshape(-1, 3) for b in having])
   return out
+
+
+def pad_rows(batch: Mapping[str, Any], rows: int, *, pad_id: int) -> dict[str, np.ndarray]:
+  """Appends filler prompts so the batch has `rows` rows (for a bucketed batch size).
+
+  A filler row is all `pad_id` with only its last slot attended, so it is a valid
+  one-token text prompt (a fully masked row would give NaNs in attention) that
+  refers to no visual item. Callers drop the filler rows from the results.
+  """
+  out = {k: np.asarray(v) for k, v in batch.items() if v is not None}
+  ids = out["input_ids"]
+  extra = rows - ids.shape[0]
+  if extra < 0:
+    raise ValueError(f"pad_rows: batch has {ids.shape[0]} rows, more than {rows}")
+  if extra == 0:
+    return out
+  filler = {
+    "input_ids": np.full((extra, ids.shape[1]), pad_id),
+    "attention_mask": np.zeros((extra, ids.shape[1])),
+    "mm_token_type_ids": np.zeros((extra, ids.shape[1])),
+  }
+  filler["attention_mask"][:, -1] = 1
+  for key, fill in filler.items():
+    if key in out:
+      out[key] = np.concatenate([out[key], fill.astype(out[key].dtype)])
+  return out

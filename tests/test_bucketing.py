@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from crpo_jax.bucketing import bucket_size, concat_batches, left_align, pad_batch
+from crpo_jax.bucketing import bucket_size, concat_batches, left_align, pad_batch, pad_rows
 
 PAD = 151643
 
@@ -115,3 +115,14 @@ def test_concat_batches_keeps_rows_and_visual_order():
   np.testing.assert_array_equal(out["attention_mask"].sum(1), [3, 5])
   np.testing.assert_array_equal(out["pixel_values"][:, 0], [1] * 4 + [2] * 4)
   np.testing.assert_array_equal(out["image_grid_thw"], [[1, 2, 2], [1, 2, 2]])
+
+
+def test_pad_rows_adds_valid_filler_prompts():
+  batch = {"input_ids": np.array([[PAD, 5, 6]]), "attention_mask": np.array([[0, 1, 1]])}
+  out = pad_rows(batch, 3, pad_id=PAD)
+  np.testing.assert_array_equal(out["input_ids"], [[PAD, 5, 6], [PAD] * 3, [PAD] * 3])
+  np.testing.assert_array_equal(out["attention_mask"], [[0, 1, 1], [0, 0, 1], [0, 0, 1]])
+  assert "mm_token_type_ids" not in out
+  assert pad_rows(batch, 1, pad_id=PAD)["input_ids"].shape == (1, 3)
+  with pytest.raises(ValueError, match="more than"):
+    pad_rows(batch, 0, pad_id=PAD)

@@ -331,6 +331,11 @@ def generate(
   )
   inputs = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in inputs.items()}
   batch = bucketing.pad_batch(inputs, pad_id=pad_id)
+  rows = batch["input_ids"].shape[0]
+  # Filler rows bring the batch size to a bucket too (e.g. an eval's last batch).
+  batch = bucketing.pad_rows(batch, bucketing.bucket_size(rows, None, 1), pad_id=pad_id)
   graphdef, state = nnx.split(model)
   sampler = _cached_sampler(graphdef, config, sampling, init_cache)
-  return sampler(state, batch, jax.random.key(seed))
+  out = sampler(state, batch, jax.random.key(seed))
+  keep = rows * num_samples  # prompt-major: filler rows' samples come last
+  return jax.tree.map(lambda x: x[:keep], out)

@@ -133,34 +133,30 @@ def test_sharded_equals_unsharded():
 
 
 def test_compilations_bounded_by_buckets():
+  """Varied prompt lengths, patch counts and batch sizes compile one shape per bucket."""
+  from crpo_jax.rl import sampler as sampler_mod
+
   model = StandinLM()
   rng = np.random.default_rng(0)
   graphdef, _ = nnx.split(model)
+  cfg = SamplingConfig(max_new_tokens=3, num_samples=2, eos_ids=NO_STOP, pad_id=PAD)
+  cases = [(2, 5, 8), (2, 17, 40), (2, 60, 200), (2, 70, 300), (2, 9, 16), (2, 100, 500)]
+  cases += [(5, 20, 40), (6, 50, 100), (2, 33, 64)]
   counts = []
-  from crpo_jax.rl import sampler as sampler_mod
-
-  for i, (length, patches) in enumerate(
-    [(5, 8), (17, 40), (60, 200), (70, 300), (9, 16), (100, 500)] * 2
-  ):
-    ids = rng.integers(1, 60, (2, length)).astype(np.int32)
+  for rows, length, patches in cases:
+    ids = rng.integers(1, 60, (rows, length)).astype(np.int32)
     ids[0, : length // 2] = PAD
     mask = (ids != PAD).astype(np.int32)
-    mask[1] = 1
-    grid = np.array([[1, 2, patches // 2]])
     batch = {
       "input_ids": ids,
       "attention_mask": mask,
       "pixel_values": rng.normal(size=(patches, 6)).astype(np.float32),
-      "image_grid_thw": grid,
+      "image_grid_thw": np.array([[1, 2, patches // 2]]),
     }
-    _run(model, batch, max_new_tokens=3, num_samples=2)
-    sampler = sampler_mod._cached_sampler(
-      graphdef,
-      CONFIG,
-      SamplingConfig(max_new_tokens=3, num_samples=2, eos_ids=NO_STOP, pad_id=PAD),
-      init_cache,
-    )
-    counts.append(sampler.num_traces)
-  # Lengths <= 64 and <= 256 patches share one shape; (70, 300) and (100, 500)
-  # share the (128, 512) bucket: 12 calls, 2 compilations.
-  assert counts == [1, 1, 1, 2, 2, 2] + [2] * 6
+    out = _run(model, batch, max_new_tokens=3, num_samples=2)
+    assert out.tokens.shape == (rows * 2, 3)  # filler rows are dropped
+    counts.append(sampler_mod._cached_sampler(graphdef, CONFIG, cfg, init_cache).num_traces)
+  # Shapes (rows, length, patches) after bucketing: (2, 64, 256) for lengths <= 64
+  # and <= 256 patches, (2, 128, 512) for (70, 300) and (100, 500), and (6, 64, 256)
+  # for 5 and 6 rows: 9 calls, 3 compilations.
+  assert counts == [1, 1, 1, 2, 2, 2, 3, 3, 3]
