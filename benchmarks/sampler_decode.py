@@ -8,6 +8,12 @@ and compilation are excluded on both sides. Greedy tokens are checked equal.
 
   .venv/bin/python benchmarks/sampler_decode.py --model tiny --batch 1,8 --new 32
 
+With --groups G it instead times whole rollouts (JAX only): G samples per prompt
+sharing one prefill against the same prompts copied G times.
+
+  .venv/bin/python benchmarks/sampler_decode.py --model small --batch 2 --groups 8 \
+      --prompt 512 --new 16
+
 Both sides get the same CPU thread budget (--threads, default 1): on a shared
 machine torch's spinning worker threads otherwise distort its numbers badly.
 
@@ -107,6 +113,32 @@ def _jax_sampler(model, batch, new: int, repeats: int):
   return outs[new], times
 
 
+def group_sharing(model, args) -> None:
+  """Whole rollout time: G samples per prompt sharing one prefill vs G copies of it."""
+  import jax
+  from flax import nnx
+
+  from crpo_jax import bucketing
+  from crpo_jax.rl.sampler import SamplingConfig, make_sampler
+
+  graphdef, state = nnx.split(model)
+  never = (model.config.text.vocab_size + 7,)
+  batch = bucketing.pad_batch(text_batch(args.batch[0], args.prompt), pad_id=151643)
+  copies = {k: np.repeat(v, args.groups, 0) for k, v in batch.items()}
+  times = {}
+  for name, g, b in (("shared", args.groups, batch), ("copied", 1, copies)):
+    cfg = SamplingConfig(max_new_tokens=args.new, num_samples=g, temperature=1.0, eos_ids=never)
+    fn = make_sampler(graphdef, model.config, cfg)
+    times[name] = _timed(
+      lambda fn=fn, b=b: jax.block_until_ready(fn(state, b, jax.random.key(0))), args.repeats
+    )
+  print(
+    f"| {args.model} | {args.batch[0]} x G={args.groups} | {batch['input_ids'].shape[1]} | "
+    f"{args.new} | {times['shared']:.3f} | {times['copied']:.3f} | "
+    f"{times['copied'] / times['shared']:.2f}x |"
+  )
+
+
 def cpu(args) -> None:
   stub = "torchvision._meta_registrations", "torchvision._autograd_registrations"
   for name in stub:  # CPU torch + CUDA-linked torchvision wheel (tests/conftest.py)
@@ -126,6 +158,8 @@ def cpu(args) -> None:
     hf.save_pretrained(d)
     model = load_hf(d, dtype=jnp.float32)
   torch.set_num_threads(args.threads)
+  if args.groups:
+    return group_sharing(model, args)
   for batch_size in args.batch:
     batch = text_batch(batch_size, args.prompt)
     out, jt = _jax_sampler(model, batch, args.new, args.repeats)
@@ -199,6 +233,7 @@ def main() -> None:
   p.add_argument("--prompt", default=32, type=int, help="longest prompt length")
   p.add_argument("--new", default=32, type=int, help="new tokens per row")
   p.add_argument("--repeats", default=3, type=int)
+  p.add_argument("--groups", default=0, type=int, help="time shared vs copied prefill")
   p.add_argument("--peak-gbs", default=0.0, type=float, help="override peak HBM GB/s")
   p.add_argument("--threads", default=1, type=int, help="CPU threads for both (CPU mode)")
   args = p.parse_args()
