@@ -158,3 +158,13 @@ def test_cached_decode_logits_equal_full_forward(models):
   cached, full = cached_and_full(state)
   assert float(jnp.abs(full).max()) > 1.0  # logits of order 10: the check is not vacuous
   np.testing.assert_allclose(cached, full, atol=1e-4, rtol=1e-5)
+
+
+def test_bfloat16_model_samples_with_a_bfloat16_cache(models, tmp_path):
+  hf, _ = models
+  ref.save_hf_model(hf, tmp_path)
+  model = load_hf(tmp_path, dtype=jnp.bfloat16)
+  out = generate(model, _three_rows(), max_new_tokens=4, num_samples=2, temperature=1.0)
+  assert out.tokens.shape == (6, 4) and out.logprobs.dtype == jnp.float32
+  lp = np.asarray(out.logprobs)[np.asarray(out.mask)]
+  assert np.isfinite(lp).all() and (lp <= 0).all() and (lp < 0).any()
