@@ -269,7 +269,10 @@ def make_sampler(
 
   Returns:
     A `Sampler`; its batch holds both CRPO branches stacked along the batch axis,
-    so the trainer makes one call per step.
+    so the trainer makes one call per step:
+
+      batch = bucketing.pad_batch(bucketing.concat_batches(orig, cf, pad_id=p), pad_id=p)
+      out = sampler(state, batch, rng)  # rows [0, B*G): original; then counterfactual
   """
   return Sampler(graphdef, config, sampling, mesh, rules, init_cache)
 
