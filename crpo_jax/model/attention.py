@@ -21,17 +21,12 @@ _BTNH = ("batch", "length", "heads", "head_dim")
 _BSKH = ("batch", "length", "kv_heads", "head_dim")
 
 
-def dot_product_attention(
-  q_BTNH: Float[Array, "B T N H"],
-  k_BSKH: Float[Array, "B S K H"],
-  v_BSKH: Float[Array, "B S K H"],
-  mask_BTS: Bool[Array, "B T S"],
-) -> Float[Array, "B T N H"]:
-  """Masked softmax attention with GQA; logits and softmax in float32.
+# Queries per block in `dot_product_attention`: bounds the score matrix to
+# [B, N, QUERY_CHUNK, S] for long (video) prompts.
+QUERY_CHUNK = 512
 
-  A query row with no allowed key (a padding position) gets a uniform average
-  instead of NaN; such rows are never read.
-  """
+
+def _attend(q_BTNH, k_BSKH, v_BSKH, key_mask_BS, query_slot_T):
   b, t, n, h = q_BTNH.shape
   k = k_BSKH.shape[2]
   q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
@@ -39,11 +34,50 @@ def dot_product_attention(
     "BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH, preferred_element_type=jnp.float32
   )
   logits_BKGTS = logits_BKGTS * jnp.float32(h**-0.5)
+  slots_S = jnp.arange(k_BSKH.shape[1], dtype=jnp.int32)
+  mask_BTS = key_mask_BS[:, None, :] & (slots_S[None, None, :] <= query_slot_T[None, :, None])
   big_neg = jnp.finfo(jnp.float32).min
   logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, big_neg)
   probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BSKH.dtype)
   out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH)
   return out_BTKGH.reshape(b, t, n, h)
+
+
+def dot_product_attention(
+  q_BTNH: Float[Array, "B T N H"],
+  k_BSKH: Float[Array, "B S K H"],
+  v_BSKH: Float[Array, "B S K H"],
+  key_mask_BS: Bool[Array, "B S"],
+  query_slot_T: Int[Array, " T"],
+  *,
+  chunk: int | None = QUERY_CHUNK,
+) -> Float[Array, "B T N H"]:
+  """Causal masked softmax attention with GQA; logits and softmax in float32.
+
+  Query t may see key slot s when `key_mask[b, s]` and `s <= query_slot[t]`, so
+  one rule covers the full forward (slot = position in the row), prefill and
+  decode (slots of the cache). A query that sees no key (a padding position)
+  gets a uniform average instead of NaN; such rows are never read.
+
+  With more than `chunk` queries they are processed `chunk` at a time under
+  `jax.checkpoint`, so neither the forward nor the backward pass holds the whole
+  [B, N, T, S] score matrix.
+  """
+  t = q_BTNH.shape[1]
+  if chunk is None or t <= chunk:
+    return _attend(q_BTNH, k_BSKH, v_BSKH, key_mask_BS, query_slot_T)
+  pad = -t % chunk
+  b, _, n, h = q_BTNH.shape
+  q = jnp.pad(q_BTNH, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  q_CBTNH = q.reshape(b, -1, chunk, n, h).swapaxes(0, 1)
+  slots_CT = jnp.pad(query_slot_T, (0, pad), constant_values=-1).reshape(-1, chunk)
+
+  @jax.checkpoint
+  def one(args):
+    return _attend(args[0], k_BSKH, v_BSKH, key_mask_BS, args[1])
+
+  out_CBTNH = jax.lax.map(one, (q_CBTNH, slots_CT))
+  return out_CBTNH.swapaxes(0, 1).reshape(b, -1, n, h)[:, :t]
 
 
 class Attention(nnx.Module):
@@ -79,7 +113,8 @@ class Attention(nnx.Module):
     x_BTD: Float[Array, "B T D"],
     cos: Float[Array, "B T H"],
     sin: Float[Array, "B T H"],
-    mask_BTS: Bool[Array, "B T S"],
+    key_mask_BS: Bool[Array, "B S"],
+    query_slot_T: Int[Array, " T"],
     kv_cache: tuple[Array, Array] | None = None,
     write_index: Int[Array, ""] | None = None,
   ) -> tuple[Float[Array, "B T D"], tuple[Array, Array] | None]:
@@ -88,8 +123,9 @@ class Attention(nnx.Module):
     Args:
       x_BTD: normed hidden states.
       cos, sin: rotary tables for the T query positions.
-      mask_BTS: which keys each query may see (causal, padding, cache validity);
-        S = T without a cache, S = cache length with one.
+      key_mask_BS: keys that hold real tokens (S = T without a cache, the cache
+        length with one).
+      query_slot_T: key slot of each query; it sees slots up to its own (causal).
       kv_cache: (k, v) [B, S, K, H] of this layer, or None.
       write_index: slot where this call's T keys are written (with kv_cache).
 
@@ -111,5 +147,5 @@ class Attention(nnx.Module):
       v_BSKH = jax.lax.dynamic_update_slice(v_cache, v_BTKH.astype(v_cache.dtype), start)
       new_cache = (k_BSKH, v_BSKH)
       k_BSKH, v_BSKH = k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype)
-    out_BTNH = dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS)
+    out_BTNH = dot_product_attention(q_BTNH, k_BSKH, v_BSKH, key_mask_BS, query_slot_T)
     return self.o_proj(merge_heads(out_BTNH)), new_cache

@@ -69,9 +69,9 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, rngs=rngs, **kw)
 
-  def __call__(self, x_BTD, cos, sin, mask_BTS, kv_cache=None, write_index=None):
+  def __call__(self, x_BTD, cos, sin, key_mask, query_slot, kv_cache=None, write_index=None):
     attn_BTD, kv_cache = self.self_attn(
-      self.input_layernorm(x_BTD), cos, sin, mask_BTS, kv_cache, write_index
+      self.input_layernorm(x_BTD), cos, sin, key_mask, query_slot, kv_cache, write_index
     )
     h_BTD = constrain(x_BTD + attn_BTD, _BTD)
     return constrain(h_BTD + self.mlp(self.post_attention_layernorm(h_BTD)), _BTD), kv_cache
@@ -92,7 +92,8 @@ class TextModel(nnx.Module):
     self,
     x_BTD: Float[Array, "B T D"],
     positions: Int[Array, "3 B T"],
-    mask_BTS: Bool[Array, "B T S"],
+    key_mask: Bool[Array, "B S"],
+    query_slot: Int[Array, " T"],
     deepstack: DeepStack | None = None,
     kv_cache: tuple[Array, Array] | None = None,
     write_index: Int[Array, ""] | None = None,
@@ -102,7 +103,8 @@ class TextModel(nnx.Module):
     Args:
       x_BTD: input embeddings (visual tokens already spliced in).
       positions: 3-row MRoPE positions of the T inputs.
-      mask_BTS: allowed keys per query (S = T without a cache).
+      key_mask: keys holding real tokens (S = T without a cache).
+      query_slot: key slot of each input; it attends to slots up to its own.
       deepstack: features injected after the first layers, or None.
       kv_cache: (k, v), each [L, B, S, K, H]; written at `write_index`.
       write_index: first cache slot of this call's tokens.
@@ -124,7 +126,7 @@ class TextModel(nnx.Module):
     def body(x, xs):
       layer_params, i, kv = xs
       layer = nnx.merge(graphdef, layer_params)
-      x, kv = layer(x, cos, sin, mask_BTS, kv if has_cache else None, write_index)
+      x, kv = layer(x, cos, sin, key_mask, query_slot, kv if has_cache else None, write_index)
       if deepstack is not None:
         num_levels = deepstack.features.shape[0]
         level = jax.lax.dynamic_index_in_dim(

@@ -151,10 +151,8 @@ class Qwen3VL(nnx.Module):
     video_grid = _ids("video_grid_thw", video_grid_thw, 2)
     positions, _ = get_rope_index(ids, mask, image_grid, video_grid, self.config)
     x_BTD, deepstack = self.embed(ids, pixel_values, image_grid, pixel_values_videos, video_grid)
-    length = ids.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask_BTS = causal[None] & mask[:, None, :]
-    hidden, _ = self.language_model(x_BTD, positions, mask_BTS, deepstack)
+    query_slot = jnp.arange(ids.shape[1], dtype=jnp.int32)
+    hidden, _ = self.language_model(x_BTD, positions, mask, query_slot, deepstack)
     return hidden
 
   def __call__(
@@ -209,11 +207,9 @@ class Qwen3VL(nnx.Module):
     positions, deltas = get_rope_index(ids, mask, image_grid, video_grid, self.config)
     x_BTD, deepstack = self.embed(ids, pixel_values, image_grid, pixel_values_videos, video_grid)
     key_mask = jax.lax.dynamic_update_slice(cache.key_mask, mask, (0, 0))
-    slots = jnp.arange(cache.max_len)
-    causal_TS = slots[None, :] <= jnp.arange(length)[:, None]
-    mask_BTS = causal_TS[None] & key_mask[:, None, :]
+    query_slot = jnp.arange(length, dtype=jnp.int32)
     hidden, (k, v) = self.language_model(
-      x_BTD, positions, mask_BTS, deepstack, (cache.k, cache.v), jnp.int32(0)
+      x_BTD, positions, key_mask, query_slot, deepstack, (cache.k, cache.v), jnp.int32(0)
     )
     new_cache = Cache(
       k=k,
@@ -234,10 +230,9 @@ class Qwen3VL(nnx.Module):
     key_mask = jax.lax.dynamic_update_slice(
       cache.key_mask, jnp.ones((tokens.shape[0], 1), bool), (0, cache.index)
     )
-    slots = jnp.arange(cache.max_len)
-    mask_BTS = (key_mask & (slots <= cache.index)[None])[:, None, :]
+    query_slot = cache.index[None].astype(jnp.int32)
     hidden, (k, v) = self.language_model(
-      x_BTD, positions, mask_BTS, None, (cache.k, cache.v), cache.index
+      x_BTD, positions, key_mask, query_slot, None, (cache.k, cache.v), cache.index
     )
     new_cache = Cache(
       k=k, v=v, key_mask=key_mask, index=cache.index + 1, next_position=cache.next_position + 1

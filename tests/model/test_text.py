@@ -12,6 +12,7 @@ import torch
 from flax import nnx
 from transformers.models.qwen3_vl import modeling_qwen3_vl as hf_mod
 
+from crpo_jax.model.attention import dot_product_attention
 from crpo_jax.model.config import get_preset
 from crpo_jax.model.layers import rms_norm
 from crpo_jax.model.rope import inv_freq, mrope_cos_sin
@@ -129,3 +130,27 @@ def test_left_padding_does_not_change_text_logits():
   alone = np.asarray(forward(state, short[None], np.ones((1, 7), np.int32)))
   np.testing.assert_allclose(batched[0, 4:], alone[0], atol=1e-5, rtol=0)
   assert np.abs(batched[0, 4:] - batched[1, 4:]).max() > 1e-3
+
+
+def test_chunked_attention_equals_unchunked_with_grads():
+  """Query chunking (long prompts) changes neither outputs nor gradients."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(keys[0], (2, 10, 6, 4))
+  k = jax.random.normal(keys[1], (2, 10, 2, 4))
+  v = jax.random.normal(keys[2], (2, 10, 2, 4))
+  key_mask = jnp.arange(10)[None, :] >= jnp.asarray([[3], [0]])  # row 0 left-padded by 3
+  slots = jnp.arange(10, dtype=jnp.int32)
+
+  def loss(q, k, v, chunk):
+    out = dot_product_attention(q, k, v, key_mask, slots, chunk=chunk)
+    return jnp.sum(out[:, 3:] ** 2), out
+
+  (_, o1), g1 = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, None)
+  (_, o2), g2 = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, 3)
+  np.testing.assert_allclose(np.asarray(o2), np.asarray(o1), atol=1e-6)
+  for a, b in zip(g1, g2, strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+  # Causality: changing the last key/value leaves earlier real queries untouched.
+  o3 = dot_product_attention(q, k.at[:, -1].set(9.0), v.at[:, -1].set(9.0), key_mask, slots)
+  np.testing.assert_allclose(np.asarray(o3[:, 3:-1]), np.asarray(o1[:, 3:-1]), atol=1e-6)
+  assert np.abs(np.asarray(o3[:, -1] - o1[:, -1])).max() > 1e-2
