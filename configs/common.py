@@ -21,7 +21,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.init_from = ""  # local HF checkpoint directory; "" = random init (demo/tests)
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"  # parameter storage dtype (optimizer moments follow)
-  c.model.remat = True  # rematerialise decoder layers in the backward pass
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # data-parallel replicas
@@ -36,7 +35,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.num_frames = 16  # frames per clip (Video-R1's FPS_MAX_FRAMES)
   c.data.fps = 2.0  # sampling rate before the frame cap
   c.data.max_pixels = 128 * 32 * 32  # pixels per frame (~128 merged tokens; factor 32)
-  c.data.max_prompt_len = 4096  # prompt tokens (video included) before bucketing
   c.data.shuffle = True  # shuffle training records each epoch (seeded)
   c.data.num_workers = 0  # grain worker processes (0 = in-process, deterministic)
   c.data.synthetic = ml_collections.ConfigDict()
@@ -103,7 +101,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sft.steps = 0  # supervised warm-start steps before RL (0 = none)
   c.sft.lr = 1e-5  # peak learning rate of the warm start
   c.sft.warmup_steps = 0  # warmup of the warm start
-  c.sft.batch = 8  # examples per SFT step (both branches count as examples)
   c.sft.think = "Let me watch the video."  # reasoning text in the SFT target (ours)
 
   c.train_steps = 1200  # RL steps (Video-R1 trains ~1.2k)
@@ -138,7 +135,6 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   config.sampling.cache_dtype = "float32"
   config.data.num_frames = 4
   config.data.max_pixels = 64 * 64
-  config.data.max_prompt_len = 512
   config.data.synthetic.num_train = 16
   config.data.synthetic.num_eval = 8
   config.train_steps = 2

@@ -21,7 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
   c.model.preset = "tiny"  # 3-layer text / 3-layer vision model, real vocabulary ids
   c.model.dtype = "float32"  # CPU: no bfloat16 speed-up, keep exact
-  c.model.remat = False  # tiny activations
   c.mesh.fsdp = -1  # every local device (1 on a plain CPU run, 8 fake ones in tests)
   c.data.synthetic.num_train = 96  # training clips (train.jsonl)
   c.data.synthetic.num_eval = 24  # held-out clips, each written as an orig/transformed pair

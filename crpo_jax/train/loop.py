@@ -101,8 +101,13 @@ def run(
     writer.write_hparams(dict(config.flatten()) if hasattr(config, "flatten") else {})
   watcher = ckpt_lib.PreemptionWatcher()
 
+  saved = {"step": ckpt.latest_step()}
+
   def save(step_now):
+    if saved["step"] == step_now:  # e.g. a preemption right after a periodic save
+      return
     ckpt.save(step_now, state, ref_params=ref, data_state=loader.get_state(), meta=meta)
+    saved["step"] = step_now
 
   def do_eval(tag: str):
     result = evaluator.run(state.params)
