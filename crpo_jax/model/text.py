@@ -80,13 +80,23 @@ class DecoderLayer(nnx.Module):
 class TextModel(nnx.Module):
   """Token embedding, `num_layers` stacked decoder layers and the final RMSNorm."""
 
-  def __init__(self, cfg: TextConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs):
+  def __init__(
+    self,
+    cfg: TextConfig,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    remat: bool = False,
+    rngs: nnx.Rngs,
+  ):
     kw = {"dtype": dtype, "param_dtype": param_dtype}
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, **kw)
     self.layers = DecoderLayer(cfg, stack=cfg.num_layers, rngs=rngs, **kw)
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.cfg = cfg
     self.dtype = dtype
+    # Recompute each layer in the backward pass instead of storing its activations.
+    self.remat = remat
 
   def __call__(
     self,
@@ -138,6 +148,8 @@ class TextModel(nnx.Module):
 
     layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
     xs = (params, layer_ids, kv_cache if has_cache else layer_ids)
+    if self.remat:
+      body = jax.checkpoint(body, prevent_cse=False)  # inside scan CSE is not a risk
     x_BTD, new_kv = jax.lax.scan(body, constrain(x_BTD, _BTD), xs)
     return self.norm(x_BTD), (new_kv if has_cache else None)
 

@@ -51,13 +51,23 @@ class Qwen3VL(nnx.Module):
     *,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
+    remat: bool = False,
     rngs: nnx.Rngs,
   ):
+    """Builds the model.
+
+    Args:
+      config: architecture.
+      dtype: compute dtype (activations, matmul inputs); logits are float32.
+      param_dtype: storage dtype of every weight.
+      remat: rematerialise decoder layers in the backward pass (training memory).
+      rngs: parameter initialisation.
+    """
     self.config = config
     self.dtype = dtype
     kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
     self.visual = VisionEncoder(config.vision, **kw)
-    self.language_model = TextModel(config.text, **kw)
+    self.language_model = TextModel(config.text, remat=remat, **kw)
     t = config.text
     self.lm_head = (
       None

@@ -154,3 +154,23 @@ def test_chunked_attention_equals_unchunked_with_grads():
   o3 = dot_product_attention(q, k.at[:, -1].set(9.0), v.at[:, -1].set(9.0), key_mask, slots)
   np.testing.assert_allclose(np.asarray(o3[:, 3:-1]), np.asarray(o1[:, 3:-1]), atol=1e-6)
   assert np.abs(np.asarray(o3[:, -1] - o1[:, -1])).max() > 1e-2
+
+
+def test_remat_keeps_gradients():
+  """`remat=True` recomputes layers in the backward pass; gradients are unchanged."""
+  ids = np.random.default_rng(0).integers(10, 5000, size=(1, 9))
+  # A random projection, not sum(h**2): the final RMSNorm makes that nearly
+  # constant, leaving gradients that are pure rounding noise.
+  proj = jax.random.normal(jax.random.key(1), (1, 9, CFG.text.hidden_size))
+  grads = []
+  for remat in (False, True):
+    graphdef, state = nnx.split(Qwen3VL(CFG, remat=remat, rngs=nnx.Rngs(0)))
+
+    def loss(state, graphdef=graphdef):
+      return jnp.sum(nnx.merge(graphdef, state).hidden_states(ids) * proj)
+
+    grads.append(jax.jit(jax.grad(loss))(state))
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5 * float(np.abs(a).max()))
+  layer_grad = grads[0]["language_model"]["layers"]["mlp"]["up_proj"]["kernel"].get_value()
+  assert float(jnp.abs(layer_grad).max()) > 0
