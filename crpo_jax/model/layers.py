@@ -13,8 +13,6 @@ with a plain transpose (reference/qwen3vl.md section 6): a Linear kernel is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -113,13 +111,3 @@ def split_heads(x: Float[Array, "B T NH"], num_heads: int) -> Float[Array, "B T 
 def merge_heads(x: Float[Array, "B T N H"]) -> Float[Array, "B T NH"]:
   b, t, n, h = x.shape
   return x.reshape(b, t, n * h)
-
-
-def check_rank(name: str, x, rank: int, where: str) -> None:
-  """Raises a ValueError naming the argument when an input has the wrong rank."""
-  if x is not None and jnp.ndim(x) != rank:
-    raise ValueError(f"{where}: {name} must have rank {rank}, got shape {jnp.shape(x)}")
-
-
-def as_int32(x: Sequence | Array | None) -> Array | None:
-  return None if x is None else jnp.asarray(x, jnp.int32)
