@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
   if name == "generate":
-    from crpo_jax.rl.sampler import generate  # noqa: PLC0415
+    from crpo_jax.rl.sampler import generate
 
     return generate
   raise AttributeError(f"module 'crpo_jax' has no attribute {name!r}")

@@ -172,7 +172,7 @@ def param_shardings(state, mesh: Mesh, rules: Rules | None = None):
   Variables without `logical_axes` are replicated. Mesh axes that do not divide a
   dimension are dropped for that dimension, so tiny test models shard too.
   """
-  from flax import nnx  # noqa: PLC0415  (keeps this module importable without flax)
+  from flax import nnx
 
   rules = tuple(rules) if rules is not None else DEFAULT_RULES
 

@@ -27,7 +27,7 @@ def _stub_cuda_only_torchvision_registrations():
   are safe (reference/qwen3vl.md section 0).
   """
   try:
-    import torch  # noqa: PLC0415
+    import torch
   except ImportError:
     return
   if torch.version.cuda is None:

@@ -45,9 +45,8 @@ def test_constrain_is_noop_without_mesh_and_shards_with_one():
     y = jax.jit(lambda a: sharding.constrain(a * 2, ("embed", "mlp")))(x)
   assert y.sharding.spec == P("fsdp", "tensor")
   np.testing.assert_array_equal(np.asarray(y), np.asarray(x) * 2)
-  with pytest.raises(ValueError, match="rank"):
-    with sharding.use_mesh(mesh):
-      sharding.constrain(x, ("embed",))
+  with pytest.raises(ValueError, match="rank"), sharding.use_mesh(mesh):
+    sharding.constrain(x, ("embed",))
 
 
 def test_param_shardings_follow_metadata_and_drop_non_dividing_axes():

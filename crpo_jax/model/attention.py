@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Int
 
+from crpo_jax.model.array_types import Array, Bool, Float, Int
 from crpo_jax.model.config import TextConfig
 from crpo_jax.model.layers import Linear, RMSNorm, merge_heads, split_heads
 from crpo_jax.model.rope import apply_rope

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import struct
-from jaxtyping import Array, Bool, Float, Int
 
+from crpo_jax.model.array_types import Array, Bool, Float, Int
 from crpo_jax.model.config import TextConfig
 from crpo_jax.sharding import constrain
 

@@ -66,7 +66,9 @@ class VisionConfig:
     if self.hidden_size % self.num_heads:
       raise ValueError(f"vision hidden {self.hidden_size} not divisible by {self.num_heads} heads")
     if any(not 0 <= i < self.depth for i in self.deepstack_visual_indexes):
-      raise ValueError(f"deepstack indexes {self.deepstack_visual_indexes} outside depth {self.depth}")
+      raise ValueError(
+        f"deepstack indexes {self.deepstack_visual_indexes} outside depth {self.depth}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,9 @@ class Qwen3VLConfig:
     rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
     theta = t.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
-      raise ValueError("config.json text_config has neither rope_theta nor rope_parameters.rope_theta")
+      raise ValueError(
+        "config.json text_config has neither rope_theta nor rope_parameters.rope_theta"
+      )
     tie = hf.get("tie_word_embeddings", t.get("tie_word_embeddings", False))
     text = TextConfig(
       vocab_size=t["vocab_size"],
@@ -210,40 +214,88 @@ def _preset(text: dict, vision: dict) -> Qwen3VLConfig:
   return Qwen3VLConfig(text=TextConfig(**text), vision=VisionConfig(**vision))
 
 
-_VISION_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
-                     deepstack_visual_indexes=(5, 11, 17))
-_VISION_LARGE = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
-                     deepstack_visual_indexes=(8, 16, 24))
+_VISION_SMALL = {
+  "depth": 24,
+  "hidden_size": 1024,
+  "intermediate_size": 4096,
+  "num_heads": 16,
+  "deepstack_visual_indexes": (5, 11, 17),
+}
+_VISION_LARGE = {
+  "depth": 27,
+  "hidden_size": 1152,
+  "intermediate_size": 4304,
+  "num_heads": 16,
+  "deepstack_visual_indexes": (8, 16, 24),
+}
 
 PRESETS: dict[str, Qwen3VLConfig] = {
   "qwen3vl_2b": _preset(
-    dict(hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16, num_kv_heads=8,
-         tie_word_embeddings=True),
+    {
+      "hidden_size": 2048,
+      "intermediate_size": 6144,
+      "num_layers": 28,
+      "num_heads": 16,
+      "num_kv_heads": 8,
+      "tie_word_embeddings": True,
+    },
     dict(_VISION_SMALL, out_hidden_size=2048),
   ),
   "qwen3vl_4b": _preset(
-    dict(hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8,
-         tie_word_embeddings=True),
+    {
+      "hidden_size": 2560,
+      "intermediate_size": 9728,
+      "num_layers": 36,
+      "num_heads": 32,
+      "num_kv_heads": 8,
+      "tie_word_embeddings": True,
+    },
     dict(_VISION_SMALL, out_hidden_size=2560),
   ),
   "qwen3vl_8b": _preset(
-    dict(hidden_size=4096, intermediate_size=12288, num_layers=36, num_heads=32, num_kv_heads=8,
-         tie_word_embeddings=False),
+    {
+      "hidden_size": 4096,
+      "intermediate_size": 12288,
+      "num_layers": 36,
+      "num_heads": 32,
+      "num_kv_heads": 8,
+      "tie_word_embeddings": False,
+    },
     dict(_VISION_LARGE, out_hidden_size=4096),
   ),
   "qwen3vl_32b": _preset(
-    dict(hidden_size=5120, intermediate_size=25600, num_layers=64, num_heads=64, num_kv_heads=8,
-         tie_word_embeddings=False),
+    {
+      "hidden_size": 5120,
+      "intermediate_size": 25600,
+      "num_layers": 64,
+      "num_heads": 64,
+      "num_kv_heads": 8,
+      "tie_word_embeddings": False,
+    },
     dict(_VISION_LARGE, out_hidden_size=5120),
   ),
   # Tiny CPU model: distinct odd-ish sizes so a transposed axis cannot hide. The real
   # vocabulary size is kept so the real special-token ids work.
   "tiny": _preset(
-    dict(hidden_size=48, intermediate_size=72, num_layers=3, num_heads=6, num_kv_heads=2,
-         head_dim=16, mrope_section=(4, 2, 2), max_position_embeddings=4096,
-         tie_word_embeddings=False),
-    dict(depth=3, hidden_size=40, intermediate_size=56, num_heads=2, out_hidden_size=48,
-         deepstack_visual_indexes=(0, 2)),
+    {
+      "hidden_size": 48,
+      "intermediate_size": 72,
+      "num_layers": 3,
+      "num_heads": 6,
+      "num_kv_heads": 2,
+      "head_dim": 16,
+      "mrope_section": (4, 2, 2),
+      "max_position_embeddings": 4096,
+      "tie_word_embeddings": False,
+    },
+    {
+      "depth": 3,
+      "hidden_size": 40,
+      "intermediate_size": 56,
+      "num_heads": 2,
+      "out_hidden_size": 48,
+      "deepstack_visual_indexes": (0, 2),
+    },
   ),
 }
 

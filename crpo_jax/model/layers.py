@@ -16,7 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+
+from crpo_jax.model.array_types import Array, Float, Int
 
 
 def _stacked(stack: int | None, shape: tuple[int, ...], axes: tuple[str | None, ...]):

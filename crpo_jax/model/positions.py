@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int
 
+from crpo_jax.model.array_types import Array, Int
 from crpo_jax.model.config import Qwen3VLConfig
 
 

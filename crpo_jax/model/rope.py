@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+
+from crpo_jax.model.array_types import Array, Float, Int
 
 
 def inv_freq(head_dim: int, theta: float) -> np.ndarray:

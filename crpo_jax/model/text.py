@@ -15,8 +15,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Int
 
+from crpo_jax.model.array_types import Array, Bool, Float, Int
 from crpo_jax.model.attention import Attention
 from crpo_jax.model.config import Qwen3VLConfig, TextConfig
 from crpo_jax.model.hf_spec import IDENTITY, TRANSPOSE, HFParam

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, Float, Int
 
+from crpo_jax.model.array_types import Array, Float, Int
 from crpo_jax.model.cache import Cache
 from crpo_jax.model.config import Qwen3VLConfig
 from crpo_jax.model.hf_spec import HFParam

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+
+from crpo_jax.model.array_types import Array, Float, Int
 
 _NEG_INF = -jnp.inf
 
