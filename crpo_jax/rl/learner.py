@@ -125,8 +125,13 @@ class Learner:
           rules,
         )
     aux_sharding = shardings.params if self.use_ref else None
+    keys = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advantages")
+    batch_sharding = rows_lib.micro_batch_shardings(
+      mesh, rules, config.batch.micro_rollouts, (*keys, "pixel_values_videos", "video_grid_thw")
+    )
+    self._batch_sharding = batch_sharding
     self.train_step = state_lib.make_train_step(
-      self._loss, tx, shardings, aux_sharding=aux_sharding
+      self._loss, tx, shardings, batch_sharding=batch_sharding, aux_sharding=aux_sharding
     )
 
   # ------------------------------------------------------------------ device side
@@ -236,6 +241,7 @@ class Learner:
     micro = rows_lib.to_micro_batches(
       self.train_rows(batch, rollouts, adv), self.config.batch.micro_rollouts
     )
+    micro = rows_lib.to_global(micro, self._batch_sharding)
     t1 = time.perf_counter()
     with sharding.use_mesh(self.mesh, self.rules):
       state, dev_metrics = self.train_step(state, micro, ref_params if self.use_ref else None)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from crpo_jax import sharding as sharding_lib
 from crpo_jax.model.config import Qwen3VLConfig
 from crpo_jax.rl import logprobs as logprobs_lib
 from crpo_jax.rl import sampler as sampler_lib
@@ -198,6 +199,35 @@ def make_rows(
   }
   rows.update(per_row)
   return rows
+
+
+def micro_batch_shardings(mesh, rules, micro: int, keys) -> dict[str, Any]:
+  """Rows of each micro-batch split over the mesh's batch axes; videos replicated.
+
+  Pixel rows are not per-example (a row's video has a variable number of patches),
+  so they stay replicated, as in the sampler; the model's activation constraints
+  then split the work by rows. Batch axes that do not divide `micro` are dropped.
+  """
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  spec = sharding_lib.logical_to_spec(("batch",), rules)[0]
+  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  kept, size = [], 1
+  for a in axes:
+    if micro % (size * mesh.shape[a]) == 0:
+      kept.append(a)
+      size *= mesh.shape[a]
+  rows = NamedSharding(mesh, PartitionSpec(None, tuple(kept) or None))
+  rep = NamedSharding(mesh, PartitionSpec())
+  return {k: rep if k in ("pixel_values_videos", "video_grid_thw") else rows for k in keys}
+
+
+def to_global(batch: dict[str, np.ndarray], shardings: dict[str, Any]) -> dict[str, jax.Array]:
+  """Global arrays from host arrays that every process holds in full (multi-host safe)."""
+  return {
+    k: jax.make_array_from_callback(v.shape, shardings[k], lambda idx, v=v: v[idx])
+    for k, v in batch.items()
+  }
 
 
 def to_micro_batches(rows: dict[str, Any], micro: int) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ class Evaluator:
     self.config, self.model_def, self.tokenizer, self.path = config, model_def, tokenizer, path
     self.mesh, self.rules = mesh, tuple(rules)
     self.enabled = bool(path)
+    self.last_sample = ""  # the first held-out completion of the last run, for logs
     self._sampler = model_def.sampler(
       sampler_lib.SamplingConfig(
         max_new_tokens=config.eval_max_new_tokens,
@@ -73,6 +74,8 @@ class Evaluator:
             meta={"pair_id": str(batch["pair_id"][i]), "route": route, "category": route},
           )
           scored.append(eval_metrics.Scored(item, letter or "", letter == item.answer))
+          if len(scored) == 1:
+            self.last_sample = text
           valid_answers.append(letter is not None)
         if len(scored) >= self.config.eval_max_examples:
           break

@@ -116,12 +116,20 @@ def run(
     _say(
       f"[eval {tag}] step {step}: Acc {result['acc']:.3f}  P-Acc {result['p_acc']:.3f}  "
       + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("sensitivity"))
+      + f"\n  valid answers {result['valid_answer']:.2f}; sample: {evaluator.last_sample!r}"
     )
+    writer.write_texts(step, {f"eval/sample_{tag}": evaluator.last_sample})
 
   last: dict[str, float] = {}
   history: dict[int, dict[str, float]] = {}
   status = "finished"
-  prog = progress_lib.Progress("train", total, start=step, every=config.log_every)
+
+  def phase_progress():
+    if meta["phase"] == "sft":
+      return progress_lib.Progress("sft", sft_steps, start=step, every=config.log_every)
+    return progress_lib.Progress("rl", rl_steps, start=step - sft_steps, every=config.log_every)
+
+  prog = phase_progress()
   while step < total:
     if meta["phase"] == "sft" and step >= sft_steps:
       # Warm start done: the RL phase gets a fresh optimiser; the reference model
@@ -129,6 +137,7 @@ def run(
       state = _reinit_opt(state, rl_tx, shardings)
       ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
       meta["phase"] = "rl"
+      prog = phase_progress()
     if meta["phase"] == "rl" and "before_rl" not in meta["evals"] and evaluator.enabled:
       do_eval("before_rl")
     batch = next(loader)
@@ -146,7 +155,8 @@ def run(
     if step % config.log_every == 0 or step == total:
       metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(last, prefix))
     keys = ("loss", "accuracy", "crr") if meta["phase"] == "rl" else ("loss", "token_confident")
-    prog.update(step, {k: last[k] for k in keys if k in last})
+    done = step if meta["phase"] == "sft" else step - sft_steps
+    prog.update(done, {k: last[k] for k in keys if k in last})
     rl_done = step - sft_steps
     periodic = config.eval_every and rl_done % config.eval_every == 0 and rl_done < rl_steps
     if meta["phase"] == "rl" and periodic and evaluator.enabled:

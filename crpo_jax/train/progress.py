@@ -37,11 +37,12 @@ class Progress:
     start: int = 0,
     every: int = 1,
     width: int = 20,
-    printer: Callable[[str], None] = print,
+    printer: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
   ):
     self.name, self.total, self.every, self.width = name, total, max(1, every), width
-    self._printer, self._clock = printer, clock
+    self._printer = printer or (lambda line: print(line, flush=True))
+    self._clock = clock
     self._start_step = start
     self._times: list[float] = [clock()]
     self.step = start

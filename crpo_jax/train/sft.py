@@ -74,7 +74,12 @@ class SFT:
   ):
     self.config, self.model_def, self.tokenizer = config, model_def, tokenizer
     self.mesh, self.rules = mesh, tuple(rules)
-    self.train_step = state_lib.make_train_step(self._loss, tx, shardings)
+    keys = ("prompt_ids", "prompt_mask", "tokens", "mask", "pixel_values_videos", "video_grid_thw")
+    batch_sharding = rows_lib.micro_batch_shardings(mesh, rules, config.batch.micro_rollouts, keys)
+    self._batch_sharding = batch_sharding
+    self.train_step = state_lib.make_train_step(
+      self._loss, tx, shardings, batch_sharding=batch_sharding
+    )
 
   def _loss(self, params, mb, aux):
     del aux
@@ -112,6 +117,7 @@ class SFT:
 
   def step(self, state: state_lib.TrainState, batch: dict[str, Any]):
     micro = rows_lib.to_micro_batches(self.rows(batch), self.config.batch.micro_rollouts)
+    micro = rows_lib.to_global(micro, self._batch_sharding)
     with sharding.use_mesh(self.mesh, self.rules):
       state, dev = self.train_step(state, micro, None)
     dev = metrics_lib.to_scalars(dev)
