@@ -16,9 +16,6 @@ import os
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_OUT = flags.DEFINE_string("out", None, "Output directory for the HF checkpoint.")
 
 
 def restore_model(workdir: str, step: int | None = None):
@@ -87,9 +84,18 @@ def export(workdir: str, out: str, step: int | None = None) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  export(_WORKDIR.value, _OUT.value, _STEP.value)
+  f = flags.FLAGS
+  export(f.workdir, f.out, f.step)
+
+
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (it is also imported as a library)."""
+  flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/).")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  flags.DEFINE_string("out", None, "Output directory for the HF checkpoint.")
+  flags.mark_flags_as_required(["workdir", "out"])
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "out"])
+  _define_flags()
   app.run(main)
