@@ -6,6 +6,7 @@ tests: it is the demo, the reference for the resumed run, and the export source.
 
 import os
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -28,8 +29,14 @@ def _config():
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
+  # The resumed runs compile the same programs again; XLA's persistent cache turns
+  # those compilations into lookups (it cannot change results).
+  cache = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   workdir = str(tmp_path_factory.mktemp("demo"))
-  return workdir, loop.run(_config(), workdir)
+  yield workdir, loop.run(_config(), workdir)
+  jax.config.update("jax_compilation_cache_dir", cache)
 
 
 def test_demo_runs_end_to_end(full_run):
