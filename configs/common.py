@@ -127,7 +127,9 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   config.model.preset = "tiny"
   config.model.init_from = ""
   config.model.dtype = "float32"
-  config.mesh.fsdp = -1
+  config.mesh.data = 1
+  config.mesh.fsdp = -1  # whatever devices there are (1 CPU, or 8 fake ones in tests)
+  config.mesh.tensor = 1
   config.batch.prompts = 2
   config.batch.micro_rollouts = 4
   config.sampling.num_generations = 2

@@ -29,6 +29,7 @@ def test_size_configs_paper_defaults(name):
   learner_lib.reward_config(c)
   local = SIZES[name].get_config("runlocal")
   assert local.model.preset == "tiny" and local.train_steps == 2
+  assert (local.mesh.data, local.mesh.fsdp, local.mesh.tensor) == (1, -1, 1)
 
 
 @pytest.mark.parametrize("arg", [None, "test"])

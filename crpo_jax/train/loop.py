@@ -138,6 +138,8 @@ def run(
       ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
       meta["phase"] = "rl"
       prog = phase_progress()
+    if meta["phase"] == "rl" and learner.use_ref and ref is None:
+      ref = jax.tree.map(jnp.copy, state.params)  # a run without warm start
     if meta["phase"] == "rl" and "before_rl" not in meta["evals"] and evaluator.enabled:
       do_eval("before_rl")
     batch = next(loader)
