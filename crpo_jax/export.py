@@ -17,7 +17,6 @@ import os
 from absl import app, flags, logging
 
 
-
 def restore_model(workdir: str, step: int | None = None):
   """(Qwen3VL with the checkpoint's policy parameters, step) from a training workdir."""
   import jax
