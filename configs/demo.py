@@ -1,4 +1,4 @@
-"""CPU demo: synthetic world, tiny Qwen3-VL, SFT warm start, then CRPO (~5.5 min, 2 cores).
+"""CPU demo: synthetic world, tiny Qwen3-VL, SFT warm start, then CRPO (~7.5 min, 2 cores).
 
   python -m crpo_jax.main --config=configs/demo.py --workdir=/tmp/crpo_demo
 
@@ -22,25 +22,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.preset = "tiny"  # 3-layer text / 3-layer vision model, real vocabulary ids
   c.model.dtype = "float32"  # CPU: no bfloat16 speed-up, keep exact
   c.mesh.fsdp = -1  # every local device (1 on a plain CPU run, 8 fake ones in tests)
-  c.data.synthetic.num_train = 96  # training clips (train.jsonl)
-  c.data.synthetic.num_eval = 24  # held-out clips, each written as an orig/transformed pair
+  # 96 clips were memorised (train Acc 0.65, held-out 0.33 after SFT); 960 render in ~15 s.
+  c.data.synthetic.num_train = 960  # training clips (train.jsonl)
+  c.data.synthetic.num_eval = 48  # held-out clips, each written as an orig/transformed pair
   c.data.num_frames = 8  # the 4 s synthetic clips at 2 fps
   c.data.max_pixels = 64 * 64  # the synthetic clips' own size
-  c.batch.prompts = 4  # prompts per step
+  c.batch.prompts = 8  # prompts per step: SFT rows (orig + cf) fill one 16-row micro-batch
   c.batch.micro_rollouts = 16  # rollouts per micro-batch
   c.sampling.num_generations = 4  # G per branch
   c.sampling.max_new_tokens = 16  # enough for <think></think><answer>X</answer>
   c.sampling.cache_dtype = "float32"  # CPU
-  c.sft.steps = 150  # warm start that teaches the answer format (valid answers ~100%)
-  c.sft.lr = 3e-3  # tiny random model: a large rate
-  c.sft.warmup_steps = 5  # short warmup
+  c.sft.steps = 300  # warm start: format (valid answers ~100%) and the start of the answers
+  c.sft.lr = 1e-2  # tiny random model: a large rate (960 clips: train Acc 0.43 after SFT)
+  c.sft.warmup_steps = 20  # warmup for the large rate
   c.sft.think = ""  # empty reasoning in the SFT target keeps completions short (ours)
   c.optim.lr = 5e-5  # RL rate for the tiny model
   c.optim.warmup_steps = 2  # short warmup
   c.loss.beta = 0.04  # paper-spirit KL weight (exercises the reference model)
-  c.train_steps = 60  # RL steps
+  c.train_steps = 30  # RL steps (8 prompts x 2 branches x G=4 = 64 rollouts each)
   c.eval_every = 0  # evaluate before and after RL only
-  c.eval_max_examples = 48  # all held-out items
+  c.eval_max_examples = 96  # all held-out items
   c.eval_max_new_tokens = 16  # greedy budget
   c.ckpt_every = 10  # checkpoint cadence
   c.log_every = 5  # console/TensorBoard cadence
