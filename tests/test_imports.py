@@ -34,7 +34,8 @@ import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 import crpo_jax
 from crpo_jax import model as M
-from crpo_jax.rl import advantages, algorithms, crr, kl, logprobs, losses, rewards, sampler
+from crpo_jax.rl import advantages, algorithms, crr, kl, learner, learner_rows, logprobs
+from crpo_jax.rl import losses, rewards, sampler
 from crpo_jax.model import load_hf, save_hf  # resolved lazily; must not pull torch
 
 cfg = M.get_preset("tiny")

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from crpo_jax import sharding
@@ -36,8 +35,11 @@ from crpo_jax.rl import algorithms, losses
 from crpo_jax.rl import learner_rows as rows_lib
 from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
-from crpo_jax.train import metrics as metrics_lib
+from crpo_jax.train import scalars as scalars_lib
 from crpo_jax.train import state as state_lib
+
+if TYPE_CHECKING:  # configs are ml_collections, which accelerator images may lack
+  import ml_collections
 
 _SUM_METRICS = ("clip_frac", "dual_clip_frac", "kl", "ratio_mean", "entropy")
 
@@ -171,7 +173,7 @@ class Learner:
       inputs = rows_lib.stack_prompts(batch["orig"], videos)
       with sharding.use_mesh(self.mesh, self.rules):
         gen = sampler(sampler_state, inputs, jax.random.fold_in(key, gi))
-      gen = metrics_lib.host_get(gen)
+      gen = scalars_lib.host_get(gen)
       for bi, b in enumerate(group):
         rows = slice(bi * num_prompts * n, (bi + 1) * num_prompts * n)
         out[b.name] = (jax.tree.map(lambda x, rows=rows: x[rows], gen), videos[bi], n)
@@ -245,7 +247,7 @@ class Learner:
     t1 = time.perf_counter()
     with sharding.use_mesh(self.mesh, self.rules):
       state, dev_metrics = self.train_step(state, micro, ref_params if self.use_ref else None)
-    dev = metrics_lib.to_scalars(dev_metrics)
+    dev = scalars_lib.to_scalars(dev_metrics)
     t_update = time.perf_counter() - t1
     n_tok = max(dev.pop("num_tokens", 0.0), 1.0)
     out = {k: dev[k] / n_tok for k in _SUM_METRICS if k in dev}
@@ -271,7 +273,7 @@ def reward_metrics(scored, infos, branch_names) -> dict[str, float]:
     for k, name in enumerate(branch_names[: arr.shape[1]]):
       out[f"reward/{name}/{term}"] = float(arr[:, k].mean())
       per_prompt = arr[:, k].mean(-1).tolist()
-      out.update(metrics_lib.mean_by(per_prompt, routes, f"reward_route/{name}/{term}"))
+      out.update(scalars_lib.mean_by(per_prompt, routes, f"reward_route/{name}/{term}"))
   acc = np.stack([r.accuracy[0] for r in scored])
   out["accuracy"] = float(acc.mean())
   out["crr"] = float(np.mean([r.crr.mean() for r in scored]))

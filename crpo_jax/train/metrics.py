@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from crpo_jax.train.scalars import host_get, mean_by, to_scalars  # noqa: F401  (re-exported)
+
 
 def _clu_writers():
   """Imports `clu.metric_writers` on an image without TensorFlow.
@@ -99,37 +101,6 @@ def create_writer(logdir: str, *, console: bool = True) -> metric_writers.Metric
   if console:
     writers.append(metric_writers.LoggingWriter())
   return metric_writers.MultiWriter(writers)
-
-
-def host_get(tree: Any) -> Any:
-  """Numpy copies of (possibly multi-host sharded) arrays, the same on every host."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-  """Host floats from (possibly device) scalars; non-finite values are kept so they show."""
-  out = {}
-  metrics = host_get(dict(metrics))
-  for key, value in metrics.items():
-    arr = np.asarray(value)
-    if arr.size != 1:
-      continue
-    out[f"{prefix}{key}"] = float(arr.reshape(()))
-  return out
-
-
-def mean_by(values: list[float], groups: list[str], name: str) -> dict[str, float]:
-  """Means of `values` per group label: {f'{name}/{group}': mean}."""
-  sums: dict[str, list[float]] = {}
-  for v, g in zip(values, groups):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-      continue
-    sums.setdefault(g, []).append(float(v))
-  return {f"{name}/{g}": float(np.mean(vs)) for g, vs in sorted(sums.items())}
 
 
 def log_scalars(writer: metric_writers.MetricWriter, step: int, scalars: Mapping[str, float]):
