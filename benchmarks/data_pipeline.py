@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from crpo_jax.data import processor, prompts, transforms
 from crpo_jax.data.tokenizer import build_word_tokenizer, load_tokenizer
 from crpo_jax.data.video import decode_video
-from tests.data import media
+from tests.data import hf_reference, media
 
 QUESTION = "Which way does the square move?"
 OPTIONS = ("left", "right", "up", "down")
@@ -81,28 +81,7 @@ def hf_processor(tokenizer, cfg: processor.ProcessorConfig):
     for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
       sys.modules.setdefault(name, types.ModuleType(name))
   torch.set_num_threads(1)
-  from transformers import (
-    Qwen2VLImageProcessor,
-    Qwen3VLProcessor,
-    Qwen3VLVideoProcessor,
-  )
-
-  common = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
-  common |= {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
-  image = Qwen2VLImageProcessor(**common)
-  video = Qwen3VLVideoProcessor(
-    **common,
-    size={"shortest_edge": cfg.video_min_pixels, "longest_edge": cfg.video_max_pixels},
-    fps=cfg.fps,
-    min_frames=cfg.min_frames,
-    max_frames=cfg.max_frames,
-  )
-  return Qwen3VLProcessor(
-    image_processor=image,
-    tokenizer=tokenizer,
-    video_processor=video,
-    chat_template=tokenizer.chat_template,
-  )
+  return hf_reference.hf_processor(tokenizer, cfg)
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from crpo_jax.data.processor import (
 from crpo_jax.data.records import Example
 from crpo_jax.data.tokenizer import build_word_tokenizer, load_tokenizer
 from crpo_jax.data.video import VideoMeta, decode_video
-from tests.data import media
+from tests.data import hf_reference, media
 
 QUESTION = "Which way does the square move?"
 OPTIONS = ("left", "right", "up", "down")
@@ -43,29 +43,6 @@ def _torch_uint8_fast_path() -> bool:
   return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-def _hf_processor(tokenizer, cfg: ProcessorConfig):
-  from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
-  common = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
-  common.update(image_mean=[0.5] * 3, image_std=[0.5] * 3)
-  image = Qwen2VLImageProcessor(
-    **common, size={"shortest_edge": cfg.image_min_pixels, "longest_edge": cfg.image_max_pixels}
-  )
-  video = Qwen3VLVideoProcessor(
-    **common,
-    size={"shortest_edge": cfg.video_min_pixels, "longest_edge": cfg.video_max_pixels},
-    fps=cfg.fps,
-    min_frames=cfg.min_frames,
-    max_frames=cfg.max_frames,
-  )
-  return Qwen3VLProcessor(
-    image_processor=image,
-    tokenizer=tokenizer,
-    video_processor=video,
-    chat_template=tokenizer.chat_template,
-  )
-
-
 def _strip_outer_wrapper(ids: np.ndarray, start_id: int, end_id: int) -> np.ndarray:
   """5.x keeps the template's vision_start ... vision_end around the per-group
   expansion (reference section 7.1); dropping the first start and the last end
@@ -78,7 +55,7 @@ def _strip_outer_wrapper(ids: np.ndarray, start_id: int, end_id: int) -> np.ndar
 
 
 def _compare_video(tokenizer, frames, meta, cfg, *, expect_exact: bool):
-  hf = _hf_processor(tokenizer, cfg)
+  hf = hf_reference.hf_processor(tokenizer, cfg)
   text = prompts.prompt_text(QUESTION, OPTIONS, add_null_option=True)
   ref = hf(
     text=[text],
