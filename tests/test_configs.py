@@ -11,7 +11,7 @@ from configs import common, demo, qwen3vl_2b, qwen3vl_4b, qwen3vl_8b
 from crpo_jax import main as main_lib
 from crpo_jax.model.config import get_preset
 from crpo_jax.rl import algorithms
-from crpo_jax.rl import learner as learner_lib
+from crpo_jax.train import learner as learner_lib
 
 SIZES = {"qwen3vl_2b": qwen3vl_2b, "qwen3vl_4b": qwen3vl_4b, "qwen3vl_8b": qwen3vl_8b}
 

@@ -3,7 +3,8 @@
 Such images carry jax, flax, optax, orbax, numpy and safetensors but not grain, av,
 ml_collections, clu, TFDS or jaxtyping; the model must not need torch or
 transformers either. A subprocess blocks all of them, then builds the tiny model,
-runs a forward, samples, and scores a loss.
+runs a forward, samples, and scores a loss. `crpo_jax.rl` must not import
+`crpo_jax.train` either: the layers only look down.
 """
 
 import os
@@ -24,6 +25,7 @@ BLOCKED = (
   "tensorflow_datasets",
   "array_record",
   "PIL",
+  "crpo_jax.train",  # layers look down only: rl/ holds the maths, train/ the orchestration
 )
 
 CODE = f"""
@@ -34,8 +36,8 @@ import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 import crpo_jax
 from crpo_jax import model as M
-from crpo_jax.rl import advantages, algorithms, crr, kl, learner, learner_rows, logprobs
-from crpo_jax.rl import losses, rewards, sampler
+from crpo_jax.rl import advantages, algorithms, crr, kl, logprobs, losses, rewards, sampler
+from crpo_jax.rl import sampling_ops
 from crpo_jax.model import load_hf, save_hf  # resolved lazily; must not pull torch
 
 cfg = M.get_preset("tiny")

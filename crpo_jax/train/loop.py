@@ -24,8 +24,8 @@ import ml_collections
 from absl import logging
 
 from crpo_jax import sharding
-from crpo_jax.rl import learner as learner_lib
-from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.train import learner as learner_lib
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import checkpoint as ckpt_lib
 from crpo_jax.train import evaluation, setup
 from crpo_jax.train import metrics as metrics_lib

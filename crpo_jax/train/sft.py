@@ -22,7 +22,7 @@ import numpy as np
 
 from crpo_jax import sharding
 from crpo_jax.data import transforms
-from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import state as state_lib
 

@@ -14,8 +14,8 @@ from crpo_jax import sharding
 from crpo_jax.data import processor, transforms
 from crpo_jax.model import vlm
 from crpo_jax.model.config import Qwen3VLConfig, TextConfig, VisionConfig
-from crpo_jax.rl import learner as learner_lib
-from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.train import learner as learner_lib
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import optimizer
 from crpo_jax.train import state as state_lib
 

@@ -32,7 +32,7 @@ from crpo_jax import sharding
 from crpo_jax.data import transforms
 from crpo_jax.rl import advantages as adv_lib
 from crpo_jax.rl import algorithms, losses
-from crpo_jax.rl import learner_rows as rows_lib
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
 from crpo_jax.train import scalars as scalars_lib
