@@ -20,6 +20,7 @@ from crpo_jax.model import hf_io
 from crpo_jax.model.config import get_preset
 from crpo_jax.model.hf_io import load_hf, save_hf
 from crpo_jax.sharding import make_mesh, param_shardings
+from tests.tolerance import assert_close
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -109,7 +110,7 @@ def test_loaded_model_matches_transformers(hf_models, fp32_dir):
   inputs = R.image_inputs(cfg=TINY)
   want = R.hf_logits(hf_models[False], inputs)
   logits = nnx.jit(lambda m, x: m(**x))(model, inputs)
-  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=1e-4)
+  assert_close(np.asarray(logits), want, rtol=1e-5, err_msg="loaded vs transformers")
 
 
 def test_tied_checkpoint_with_only_lm_head(hf_models, tmp_path):

@@ -14,6 +14,7 @@ from crpo_jax.model.cache import init_cache
 from crpo_jax.model.config import get_preset
 from crpo_jax.model.vlm import Qwen3VL, hf_params
 from tests.model import hf_reference as ref
+from tests.tolerance import assert_close
 
 CFG = get_preset("tiny")
 VISUAL = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
@@ -65,7 +66,10 @@ def test_sharded_forward_and_decode_equal_unsharded(split_model):
   # The constrained activations really are laid out on the mesh.
   assert got_logits.sharding.spec[2] == "tensor"
   mask = inputs["attention_mask"].astype(bool)
-  np.testing.assert_allclose(
-    np.asarray(got_logits)[mask], np.asarray(want_logits)[mask], atol=2e-5, rtol=0
+  # Sharded matmuls sum their partial products in another order: float32 rounding of
+  # order eps * sqrt(depth) of the logits' scale (a pure atol of 2e-5 failed CI once
+  # on a logit of 4.93). Measured up to 1e-6 of the scale; the bound leaves ~10x.
+  assert_close(
+    np.asarray(got_logits)[mask], np.asarray(want_logits)[mask], rtol=1e-5, err_msg="logits"
   )
-  np.testing.assert_allclose(np.asarray(got_step), np.asarray(want_step), atol=2e-5, rtol=0)
+  assert_close(np.asarray(got_step), np.asarray(want_step), rtol=1e-5, err_msg="decode step")

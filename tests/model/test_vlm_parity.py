@@ -18,9 +18,13 @@ from flax import nnx
 from crpo_jax.model.config import get_preset
 from crpo_jax.model.vlm import Qwen3VL
 from tests.model import hf_reference as ref
+from tests.tolerance import assert_close
 
 CFG = get_preset("tiny")
-TOL = 1e-4
+# Ours (XLA) vs transformers (torch eager), float32: the same sums in other orders
+# through 3 text layers, the vision tower and DeepStack. The error scales with the
+# logits' magnitude (up to ~10 here); measured below 1e-5 of that scale.
+RTOL = 2e-5
 
 
 def load_ours(hf_model, cfg, tmp_dir, dtype=jnp.float32):
@@ -68,11 +72,11 @@ CASES = {
 }
 
 
-def _assert_close(got, want, mask, tol=TOL):
+def _assert_close(got, want, mask, rtol=RTOL):
   assert got.dtype == np.float32 and got.shape == want.shape
-  err = np.abs(got - want)[mask.astype(bool)]
   assert np.abs(want).max() > 5.0, "reference logits are too small to make the test meaningful"
-  assert err.max() < tol, f"max abs diff {err.max():.3g} (logits up to {np.abs(want).max():.3g})"
+  mask = mask.astype(bool)
+  assert_close(got[mask], want[mask], rtol=rtol, err_msg="logits vs transformers")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -94,7 +98,7 @@ def test_jax_inputs_and_hidden_states(hf_model, model, forward):
     m = nnx.merge(graphdef, state)
     return jnp.einsum("BTD,DV->BTV", m.hidden_states(**batch), m.output_kernel())
 
-  np.testing.assert_allclose(np.asarray(via_hidden(state, batch)), logits, atol=1e-5, rtol=0)
+  assert_close(np.asarray(via_hidden(state, batch)), logits, rtol=5e-6, err_msg="via hidden")
 
 
 def test_tied_embeddings_match_hf(tmp_path):

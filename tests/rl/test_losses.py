@@ -194,9 +194,18 @@ def test_padding_never_changes_the_loss(cfg, seed, pads):
   np.testing.assert_array_equal(np.asarray(g2)[~big_mask], 0.0)
 
 
-@settings(max_examples=8, deadline=None)
+@pytest.mark.parametrize("aggregation", losses.AGGREGATIONS)
+@pytest.mark.parametrize("ratio_level", ["token", "sequence"])
+@pytest.mark.parametrize("dual_clip_c", [None, 3.0])
+@settings(max_examples=3, deadline=None)
 @given(cfg=CONFIGS, seed=st.integers(0, 1000), split=st.sampled_from([1, 2]))
-def test_micro_batch_accumulation_equals_one_big_batch(cfg, seed, split):
+def test_micro_batch_accumulation_equals_one_big_batch(
+  aggregation, ratio_level, dual_clip_c, cfg, seed, split
+):
+  """Every aggregation x ratio level x dual clip, each drawn with random other knobs."""
+  cfg = dataclasses.replace(
+    cfg, aggregation=aggregation, ratio_level=ratio_level, dual_clip_c=dual_clip_c
+  )
   logp, old, ref, adv, mask = _batch(seed)
   s, d, g = _sum_grad(logp, old, adv, mask, ref, cfg)
   parts = [

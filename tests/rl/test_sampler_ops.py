@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from crpo_jax.rl.sampling_ops import sample_logits, token_logprobs, top_k_mask, top_p_mask
+from tests.tolerance import assert_close
 
 PROBS = np.array([0.05, 0.4, 0.02, 0.25, 0.1, 0.15, 0.03])  # distinct, unsorted
 LOGITS = np.log(PROBS)
@@ -77,12 +78,12 @@ def test_logprob_convention():
   logits = jax.random.normal(jax.random.key(1), (5, 11)) * 3
   tok, lp = sample_logits(logits, jax.random.key(2))
   np.testing.assert_array_equal(tok, jnp.argmax(logits, -1))  # temperature 0 = greedy
-  np.testing.assert_allclose(lp, jax.nn.log_softmax(logits)[jnp.arange(5), tok], atol=1e-6)
+  assert_close(lp, jax.nn.log_softmax(logits)[jnp.arange(5), tok], rtol=1e-6, err_msg="greedy")
   # Sampling: log-softmax of logits / T, not renormalised over the top-k set.
   tok, lp = sample_logits(logits, jax.random.key(3), temperature=0.5, top_k=3)
   full = jax.nn.log_softmax(logits / 0.5)[jnp.arange(5), tok]
-  np.testing.assert_allclose(lp, full, atol=1e-6)
-  np.testing.assert_allclose(token_logprobs(logits / 0.5, tok), full, atol=1e-6)
+  assert_close(lp, full, rtol=1e-6, err_msg="sampled")
+  assert_close(token_logprobs(logits / 0.5, tok), full, rtol=1e-6, err_msg="token_logprobs")
 
 
 def test_rows_draw_independently_and_reproducibly():
