@@ -161,3 +161,18 @@ def test_compilations_bounded_by_buckets():
   # and <= 256 patches, (2, 128, 512) for (70, 300) and (100, 500), and (6, 64, 256)
   # for 5 and 6 rows: 9 calls, 3 compilations.
   assert counts == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_prefill_runs_once_per_prompt_not_per_sample():
+  """Group-shared prefill: the prompt is encoded for its P rows, never for P x G."""
+  seen = []
+
+  class CountingLM(StandinLM):
+    def prefill(self, input_ids, attention_mask, cache, **kw):
+      seen.append(input_ids.shape[0])  # runs at trace time: one entry per traced call
+      return super().prefill(input_ids, attention_mask, cache, **kw)
+
+  batch = _prompts()
+  out = _run(CountingLM(), batch, max_new_tokens=3, num_samples=4, temperature=1.0)
+  assert out.tokens.shape[0] == 3 * 4
+  assert seen == [3], seen  # the 3 prompts (length bucketed), not 12 rows
