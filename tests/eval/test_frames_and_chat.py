@@ -89,6 +89,8 @@ def test_chat_text_mvbench_system_and_prefix(tmp_path, tokenizer):
   item = bench.load(str(fixtures.write_mvbench(tmp_path)), None)[1]
   text = model_policy.chat_text(bench.prompt(item), tokenizer)
   assert text.startswith("<|im_start|>system\nCarefully watch the video")
-  assert "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Question: Which" in text
+  # system_llm=True: the system text also opens the user text, before the question.
+  user = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Carefully watch the video"
+  assert user in text and "addresses the question.\nQuestion: Which" in text
   assert "(D) down\nOnly give the best option.<|im_end|>" in text
   assert text.endswith("<|im_start|>assistant\nBest option:(")
