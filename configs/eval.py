@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "official": MVBench and TempCompass use their official frame rule instead of
   # fps/min_frames/max_frames (and TempCompass its max_pixels); "config": these.
   c.frames = "official"
+  c.segments = 0  # if > 0, VideoChat2's placement: middles of this many equal parts
   c.fps = 2.0  # sampling rate before the frame cap
   c.min_frames = 4  # fewest frames per clip
   c.max_frames = 16  # most frames per clip (Video-R1 / MVBench official: 16)

@@ -33,6 +33,8 @@ class FrameRule:
       reproduce it (n = fps * duration, clamped).
     max_pixels: pixels per frame, or None to keep the config's.
     source: where the rule is stated.
+    segments: if not 0, VideoChat2's placement instead: the middle frame of each
+      of `segments` equal parts of the clip (`frames.segment_middles`).
   """
 
   fps: float
@@ -40,13 +42,19 @@ class FrameRule:
   max_frames: int
   max_pixels: int | None
   source: str
+  segments: int = 0
 
 
 # VideoChat2 mvbench.ipynb: `num_segments = 16` frames per clip, whatever its length.
-# min = max = 16 fixes the count at any fps. VideoChat2 takes the middle frame of
-# 16 equal segments; the Qwen3-VL rule spaces 16 frames end to end (README).
+# VideoChat2: the middle frames of 16 equal segments of the clip, whatever its length
+# (min = max = 16 states the count; `segments` the placement).
 MVBENCH_FRAMES = FrameRule(
-  fps=2.0, min_frames=16, max_frames=16, max_pixels=None, source="mvbench.ipynb num_frame=16"
+  fps=2.0,
+  min_frames=16,
+  max_frames=16,
+  max_pixels=None,
+  source="mvbench.ipynb num_frame=16, get_index",
+  segments=16,
 )
 # TempCompass run_qwen2_vl.py: {"fps": 1.0, "max_pixels": 720 * 720}; qwen_vl_utils'
 # frame bounds (FPS_MIN_FRAMES 4, FPS_MAX_FRAMES 768).

@@ -33,7 +33,7 @@ BASELINES = ("constant", "blind")
 RUN_CONFIG = "run_config.json"
 # Fields that change what a generated answer is; resuming across a change would mix runs.
 GENERATION_FIELDS = ("benchmark", "data", "video_dir", "model", "null_option", "max_new_tokens")
-GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels")
+GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels", "segments")
 
 
 def check_resume_config(out: pathlib.Path, cfg) -> None:
@@ -127,9 +127,9 @@ FRAME_MODES = ("official", "config")
 
 
 def apply_frame_rule(cfg, bench: Benchmark):
-  """`cfg` with the benchmark's official frame rule in fps/min_frames/max_frames
-  (and max_pixels where the rule sets it), when `cfg.frames` is 'official' and the
-  official code has a rule; else `cfg` itself."""
+  """`cfg` with the benchmark's official frame rule in fps/min_frames/max_frames/
+  segments (and max_pixels where the rule sets it), when `cfg.frames` is
+  'official' and the official code has a rule; else `cfg` itself."""
   mode = cfg.get("frames", "official")
   if mode not in FRAME_MODES:
     raise ValueError(f"config.frames: {mode!r}; expected one of {FRAME_MODES}")
@@ -138,6 +138,7 @@ def apply_frame_rule(cfg, bench: Benchmark):
     return cfg
   cfg = cfg.copy_and_resolve_references()
   cfg.fps, cfg.min_frames, cfg.max_frames = rule.fps, rule.min_frames, rule.max_frames
+  cfg.segments = rule.segments
   if rule.max_pixels is not None:
     cfg.max_pixels = rule.max_pixels
   _LOG.info("%s frames: %s (config.frames=config keeps the config's)", bench.name, rule)

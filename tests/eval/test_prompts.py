@@ -86,24 +86,24 @@ def test_videomme_prompt(tmp_path):
 
 
 @pytest.mark.parametrize(
-  "name,fps,min_frames,max_frames,max_pixels",
+  "name,fps,min_frames,max_frames,max_pixels,segments",
   [
-    # mvbench.ipynb: num_frame = 16 segments per clip, whatever its length.
-    ("mvbench", None, 16, 16, None),
+    # mvbench.ipynb: num_frame = 16, the middles of 16 equal segments of the clip.
+    ("mvbench", None, 16, 16, None, 16),
     # run_qwen2_vl.py: "fps": 1.0, "max_pixels": 720 * 720; qwen_vl_utils bounds 4..768.
-    ("tempcompass", 1.0, 4, 768, 720 * 720),
+    ("tempcompass", 1.0, 4, 768, 720 * 720, 0),
     # No frame rule in the official code: the config's.
-    ("timeblind", 2.0, 4, 16, 128 * 32 * 32),
-    ("videomme", 2.0, 4, 16, 128 * 32 * 32),
+    ("timeblind", 2.0, 4, 16, 128 * 32 * 32, 0),
+    ("videomme", 2.0, 4, 16, 128 * 32 * 32, 0),
   ],
 )
-def test_official_frame_rule(name, fps, min_frames, max_frames, max_pixels):
+def test_official_frame_rule(name, fps, min_frames, max_frames, max_pixels, segments):
   cfg = eval_config.get_config()
   out = runner.apply_frame_rule(cfg, benchmarks.get_benchmark(name))
   if fps is not None:
     assert out.fps == fps
   assert (out.min_frames, out.max_frames) == (min_frames, max_frames)
-  assert out.max_pixels == (max_pixels or cfg.max_pixels)
+  assert out.max_pixels == (max_pixels or cfg.max_pixels) and out.segments == segments
   cfg.frames = "config"
   assert runner.apply_frame_rule(cfg, benchmarks.get_benchmark(name)) is cfg
   cfg.frames = "both"
