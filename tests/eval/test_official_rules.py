@@ -248,6 +248,7 @@ _VM = EvalItem(
     ("C", True, True),
     ("C. 3", True, True),
     ("The best answer is C.", True, True),
+    ("Answer: C", True, True),  # "Answer:" removed first, else its "A" would read
     ("The correct option: C", True, True),
     ("I think there are three cats in the video so the answer should be C.", True, True),
     ("(A) 1", False, True),
@@ -270,3 +271,8 @@ def test_unreadable_video_is_wrong_under_every_judge():
   s = benchmarks.unanswerable(_MV)
   assert (s.correct, s.answered) == (False, True)
   assert bench.judge(_MV, "").correct  # whereas an empty *output* is officially right
+
+
+def test_mvbench_strict_reads_only_shown_options():
+  assert _judge("mvbench", _MV, "D) down", "strict").extracted == "D"
+  assert _judge("mvbench", _MV, "E) sideways", "strict").extracted == ""  # 4 options shown
