@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Prompt and extraction.
   c.null_option = True  # DyBench: show "None of the above" last, as in training
   c.lenient = False  # DyBench: with no <answer> tag, read the whole output (Video-R1)
-  c.strip_think = True  # official benchmarks: drop <think> blocks before extraction (ours)
+  c.strip_think = True  # official benchmarks: also report a <think>-stripped column (ours)
 
   # Generation: greedy through crpo_jax's sampler.
   c.batch_size = 8  # prompts per generate call, all devices together
@@ -44,6 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dtype = "bfloat16"  # compute and KV-cache dtype
 
   # Video frames (Qwen3-VL defaults, capped like training; reference 5.7).
+  # "official": MVBench and TempCompass use their official frame rule instead of
+  # fps/min_frames/max_frames (and TempCompass its max_pixels); "config": these.
+  c.frames = "official"
+  c.segments = 0  # if > 0, VideoChat2's placement: middles of this many equal parts
   c.fps = 2.0  # sampling rate before the frame cap
   c.min_frames = 4  # fewest frames per clip
   c.max_frames = 16  # most frames per clip (Video-R1 / MVBench official: 16)
@@ -60,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 2
     c.max_new_tokens = 32
     c.dtype = "float32"
+    c.frames = "config"
     c.max_frames = 4
     c.max_pixels = 64 * 32 * 32
   elif arg:

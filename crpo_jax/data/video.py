@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -113,6 +114,7 @@ def decode_video(
   limits: VideoLimits = VideoLimits(),
   seek_gap: int = 96,
   threads: int = 1,
+  pick: Callable[[int, float], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, VideoMeta]:
   """Decodes the Qwen3-VL frame sample of a video file.
 
@@ -124,6 +126,9 @@ def decode_video(
     limits: resolution sanity limits.
     seek_gap: seek instead of decoding through a gap of more frames than this.
     threads: decoder threads; 1 suits a pipeline that runs one decode per core.
+    pick: optional (total_frames, src_fps) -> non-decreasing file frame indices,
+      used instead of the window and the Qwen3-VL rule (for a benchmark whose
+      official code picks its frames another way, like MVBench's).
 
   Returns:
     (frames uint8 [T, H, W, 3] RGB, VideoMeta).
@@ -136,7 +141,7 @@ def decode_video(
   container = _open(path)
   try:
     return _decode(
-      container, path, fps, min_frames, max_frames, start, end, limits, seek_gap, threads
+      container, path, fps, min_frames, max_frames, start, end, limits, seek_gap, threads, pick
     )
   except av.FFmpegError as e:
     raise VideoError(path, f"corrupt video data ({type(e).__name__}: {e})") from None
@@ -144,7 +149,9 @@ def decode_video(
     container.close()
 
 
-def _decode(container, path, fps, min_frames, max_frames, start, end, limits, seek_gap, threads):
+def _decode(
+  container, path, fps, min_frames, max_frames, start, end, limits, seek_gap, threads, pick
+):
   stream = container.streams.video[0]
   stream.codec_context.thread_count = threads
   src_fps = _frame_rate(stream)
@@ -158,15 +165,18 @@ def _decode(container, path, fps, min_frames, max_frames, start, end, limits, se
   total = _count_frames(container, stream, src_fps)
   if total <= 0:
     raise VideoError(path, "zero frames")
-  first = 0 if start is None else math.ceil(start * src_fps - 1e-6)
-  last = total - 1 if end is None else min(total - 1, math.floor(end * src_fps + 1e-6))
-  if last - first + 1 < 2:
-    raise VideoError(
-      path, f"fewer than 2 usable frames in window [{start}, {end}] s of {total / src_fps:.2f} s"
+  if pick is not None:
+    want = _picked(pick(total, src_fps), total, path)
+  else:
+    first = 0 if start is None else math.ceil(start * src_fps - 1e-6)
+    last = total - 1 if end is None else min(total - 1, math.floor(end * src_fps + 1e-6))
+    if last - first + 1 < 2:
+      raise VideoError(
+        path, f"fewer than 2 usable frames in window [{start}, {end}] s of {total / src_fps:.2f} s"
+      )
+    want = first + sample_frame_indices(
+      last - first + 1, src_fps, fps=fps, min_frames=min_frames, max_frames=max_frames
     )
-  want = first + sample_frame_indices(
-    last - first + 1, src_fps, fps=fps, min_frames=min_frames, max_frames=max_frames
-  )
   got = _decode_indices(container, stream, path, src_fps, want, seek_gap)
   if len(got) < 2:
     raise VideoError(path, f"fewer than 2 usable frames (decoded {len(got)})")
@@ -178,6 +188,16 @@ def _decode(container, path, fps, min_frames, max_frames, start, end, limits, se
     duration=total / src_fps,
   )
   return np.stack(frames), meta
+
+
+def _picked(indices, total: int, path: str) -> np.ndarray:
+  """A `pick` result checked: at least 2, non-decreasing, inside the file."""
+  want = np.asarray(indices, np.int64)
+  if want.ndim != 1 or len(want) < 2 or (np.diff(want) < 0).any():
+    raise VideoError(path, f"picked frames {want.tolist()} are not 2+ non-decreasing indices")
+  if want[0] < 0 or want[-1] >= total:
+    raise VideoError(path, f"picked frames {want[0]}..{want[-1]} outside the {total} frames")
+  return want
 
 
 def _decode_indices(container, stream, path, src_fps, want, seek_gap):

@@ -1,19 +1,30 @@
 """Answer extraction, each as its benchmark's official scorer does it.
 
-Every extractor maps a model output to the canonical answer form of `EvalItem`
-(an option letter, 'yes'/'no', or a caption-matching option label), or '' when the
-official rules find no answer, which scores as wrong. Rules (reference/video_rl.md
-section 5):
-  dybench     METHOD.md section 2, shared with the training reward
-              (`rl.rewards.extract_letter`): the first <answer> span, stripped, must
-              be an option letter (null option included).
-  timeblind   `utils.extract_answer` regex cascade.
-  tempcompass `eval_*.py` hand-crafted rules with `--disable_llm`.
-  mvbench     VideoChat2: "(" + first output line; `check_ans` token containment.
-  videomme    `eval_your_results.py` `extract_characters_regex`.
+Each function restates one official rule; `benchmarks.py` turns its result into a
+`metrics.Scored` (extracted answer, correct, answered). The official sources, at
+the commits followed (README, "Evaluation"):
+  dybench     no official scorer; METHOD.md section 2, shared with the training
+              reward (`rl.rewards.extract_letter`): the first <answer> span,
+              stripped, must be an option letter (null option included).
+  timeblind   Baiqi-Li/TimeBlind `utils.py` `extract_answer`
+              @644fdf4c4ee64f74729efe2eea58f617f8bb93e2.
+  tempcompass llyx97/TempCompass `eval_multi-choice.py`, `eval_yes_no.py`,
+              `eval_caption_matching.py` with `--disable_llm` (rules only)
+              @e1b463166400633e6061962d890a9ae85db29f70 (files last changed in
+              c2ec41eddb344a15c07c941701a18d57d2bebbfe).
+  mvbench     OpenGVLab/Ask-Anything `video_chat2/mvbench.ipynb` (`answer`,
+              `infer_mvbench`, `check_ans`)
+              @4dd8210b030374bb0c510a57dfbe916f70d3ef71 (file last changed in
+              71ac7a28183a3d9610ad149f19ee2195cc31c65e).
+  videomme    thanku-all/parse_answer `eval_your_results.py`
+              `extract_characters_regex` @afd52cfe3dde5b3685e0d4f760c10c756860c758
+              (linked from BradyFU/Video-MME's README @8889f313a4b9e9480611d65daa505aab2ef63808).
 
-`strip_think` (ours) removes a reasoning block before the official rules run: they
-were written for direct answers, and letters inside a <think> block would match.
+Where an official rule is a known bug, the official function reproduces it and a
+`*_strict` one next to it gives the fixed reading (reported beside, never as the
+headline). `strip_think` is ours: the official rules were written for direct
+answers, so a reasoning block's letters would match; it feeds an extra, labelled
+variant only.
 """
 
 from __future__ import annotations
@@ -87,66 +98,126 @@ def timeblind(text: str, fmt: str) -> str:
   return m.group(1).upper() if m else ""
 
 
+def tempcompass_clean(text: str) -> str:
+  """What every TempCompass rule reads: `prediction.replace('</s>', '').strip()`."""
+  return text.replace("</s>", "").strip()
+
+
 def tempcompass_mc(pred: str, answer_text: str) -> str:
-  """TempCompass multi-choice rules; `answer_text` is the released "A. ..." answer."""
+  """`eval_multi-choice.py` rules: the letter they read, '' when none matches.
+
+  `answer_text` is the released "A. ..." answer. The rules, in order: the whole
+  answer; a bare capital A-D; a prefix "X." or "X)". Rating is then letter ==
+  answer_text[0].
+  """
   if pred == answer_text:
     return answer_text[:1]
   if pred in ("A", "B", "C", "D"):
     return pred
-  if any(pred.startswith(f"{x}{s}") for x in "ABCD" for s in ".)"):
+  if any(pred.startswith(f"{x}{s}") for s in ".)" for x in "ABCD"):
     return pred[0]
   return ""
 
 
 def tempcompass_yes_no(pred: str) -> str:
-  """TempCompass yes/no: the lower-cased output starts with 'yes' or 'no'."""
+  """`eval_yes_no.py` `extract_pred`: the lower-cased output starts with yes / no."""
   low = pred.lower()
   return "yes" if low.startswith("yes") else "no" if low.startswith("no") else ""
 
 
-def tempcompass_caption(pred: str, question: str) -> str:
-  """TempCompass caption matching `eval_rule`: the matched option's label.
-
-  As officially, a label match beats a sentence match, which beats a full-line match
-  (later loops overwrite earlier ones).
-  """
+def _tempcompass_split(question: str) -> tuple[list[str], list[str], list[str]]:
+  """Option lines, their sentences and their indices (labels, then bare labels)."""
   lines = question.split("\n")[1:]
-  labels = [line.split(": ")[0] for line in lines]
   sents = [line.split(": ")[1] if ": " in line else "" for line in lines]
+  labels = [line.split(": ")[0] for line in lines]
+  bare = [
+    lab.replace("Sentence ", "").replace("Option ", "").replace("Caption ", "") for lab in labels
+  ]
+  return lines, sents, labels + bare
+
+
+def tempcompass_caption(pred: str, question: str) -> str:
+  """`eval_caption_matching.py` `eval_rule`'s match: the option string read, '' if none.
+
+  Three loops, each overwriting the last: a whole option line; an option sentence
+  (also after a "x) " prefix); an option index, the label ("Sentence A") or the
+  bare one ("A", "1"), also with '.' removed. The string is rated by
+  `tempcompass_caption_correct`.
+  """
+  lines, sents, inds = _tempcompass_split(question)
   found = ""
-  for line, label in zip(lines, labels):
+  for line in lines:
     if line == pred:
-      found = label
-  for sent, label in zip(sents, labels):
+      found = line
+  for sent in sents:
     if sent == pred or (") " in pred and sent == pred.split(") ")[1]):
-      found = label
-  for label in labels:
-    if label == pred or label == pred.replace(".", ""):
-      found = label
+      found = sent
+  for ind in inds:
+    if ind == pred or ind == pred.replace(".", ""):
+      found = ind
   return found
 
 
-def mvbench(text: str, num_options: int) -> str:
-  """VideoChat2 `check_ans`, as the letter it accepts.
+def tempcompass_caption_correct(found: str, answer_text: str) -> bool:
+  """`eval_rule`'s rating of a match against the released answer "Label X: sentence"."""
+  label = answer_text.split(":")[0]
+  parts = answer_text.split(": ")
+  sent = parts[1] if len(parts) > 1 else None
+  words = parts[0].split()
+  bare = words[1] if len(words) > 1 else None
+  return bool(found) and found in (answer_text, label, sent, bare)
 
-  The prediction is the assistant prefix's "(" plus the first line of the output;
-  its first space-separated token, lower-cased with '.' removed, must lie inside the
-  ground truth token "(x)" or contain it. A token without any letter never matches
-  (the official bare "(" would otherwise match every option).
-  """
-  lines = text.strip().split("\n")
-  token = ("(" + lines[0]).lower().split(" ")[0]
-  if not re.search(r"[a-z]", token):
-    return ""
-  for i in range(num_options):
-    gt = f"({chr(ord('a') + i)})"
-    if token.replace(".", "") in gt or gt in token:
-      return chr(ord("A") + i)
+
+def caption_label(found: str, question: str) -> str:
+  """The option label ("Sentence A") a `tempcompass_caption` match names, '' if none."""
+  lines, sents, inds = _tempcompass_split(question)
+  n = len(lines)
+  for i in range(n):
+    if found in (lines[i], sents[i], inds[i], inds[n + i]):
+      return inds[i]
   return ""
 
 
-# The official list misses two commas, so two pairs of prefixes are joined; kept as
-# released because the scores it gives are the published ones.
+def mvbench_pred(text: str) -> str:
+  """VideoChat2's prediction string for a model output.
+
+  `answer` keeps the text before any '###' and after the last 'Assistant:',
+  stripped; `infer_mvbench` keeps its first line and prepends the "(" the
+  assistant prefix "Best option:(" ended with.
+  """
+  text = text.split("###")[0].split("Assistant:")[-1].strip()
+  return "(" + text.strip().split("\n")[0]
+
+
+def mvbench_correct(pred: str, gt: str) -> bool:
+  """VideoChat2 `check_ans`; `gt` is "(x) option text".
+
+  The prediction's first space-separated token, lower-cased, with '.' removed,
+  must lie inside the ground-truth token "(x)", or contain it. Known bugs, kept as
+  official: an empty or dot-only output gives the token "(", which lies inside
+  every "(x)", so it counts correct; a token naming several options ("(a)(b)")
+  counts correct for each of them.
+  """
+  pred_option = pred.lower().split(" ")[0]
+  gt_option = gt.lower().split(" ")[0]
+  return pred_option.replace(".", "") in gt_option or gt_option in pred_option
+
+
+_MVBENCH_STRICT = re.compile(r"\(([a-z])\)?")
+
+
+def mvbench_strict(pred: str, num_options: int) -> str:
+  """Our fixed reading of `check_ans`: the token, '.' removed, is exactly "(x" or
+  "(x)" for one option letter x; the letter, else ''."""
+  token = pred.lower().split(" ")[0].replace(".", "")
+  m = _MVBENCH_STRICT.fullmatch(token)
+  if not m or ord(m.group(1)) - ord("a") >= num_options:
+    return ""
+  return m.group(1).upper()
+
+
+# As released: two missing commas join "The best option is" + "The correct option
+# is" and "Best answer:" + "Best option:" into single prefixes.
 _VIDEOMME_PREFIXES = (
   "The best answer is",
   "The correct answer is",
@@ -156,11 +227,14 @@ _VIDEOMME_PREFIXES = (
   "Best answer:Best option:",
   "Answer:",
   "Option:",
+  "The correct answer",
+  "The correct option",
 )
 
 
 def videomme(text: str) -> str:
-  """Video-MME `extract_characters_regex`: the first A-D after prefix removal."""
+  """Video-MME `extract_characters_regex`: the first A-D after prefix removal, ''
+  (unanswered) when none, or when over 10 words hold no A-D."""
   s = text.strip()
   for prefix in _VIDEOMME_PREFIXES:
     s = s.replace(prefix, "")

@@ -14,6 +14,8 @@ Every missing file or field raises `DataError` naming the file, record and field
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import pathlib
 from collections.abc import Mapping
@@ -89,6 +91,8 @@ def load_dybench(path: str, video_dir: str | None = None) -> list[EvalItem]:
   """DyBench-style paired MCQs in crpo_jax's JSONL schema, read by `data.records`.
 
   An item without `pair_id` is a pair of one (it still counts in P-Acc).
+  `meta['pair_size']` is the pair's size in the file, so the metrics can tell a
+  pair whose member was never scored (README, "DyBench").
   """
   p = _existing(path, "DyBench JSONL")
   try:
@@ -113,6 +117,11 @@ def load_dybench(path: str, video_dir: str | None = None) -> list[EvalItem]:
       },
     )
     for ex in examples
+  ]
+  sizes = collections.Counter(it.meta["pair_id"] for it in items)
+  items = [
+    dataclasses.replace(it, meta={**it.meta, "pair_size": sizes[it.meta["pair_id"]]})
+    for it in items
   ]
   return _unique(items, p)
 
@@ -169,12 +178,33 @@ def _tempcompass_files(p: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
   return files
 
 
+def _tempcompass_fine_dims(meta_file: pathlib.Path) -> dict[tuple[str, str], str]:
+  """{(video_id, dim): fine-grained aspect} from meta_info.json, as `print_result`
+  reads it: `eval_dim[dim]["type"]`, and "order" for the order aspect."""
+  if not meta_file.exists():
+    return {}
+  info = _read_json(meta_file)
+  out = {}
+  for vid, rec in info.items():
+    for dim, spec in (_field(rec, "eval_dim", f"{meta_file} [{vid}]") or {}).items():
+      if dim == "order":
+        out[(vid, dim)] = "order"
+      elif spec:
+        out[(vid, dim)] = str(_field(spec, "type", f"{meta_file} [{vid}][eval_dim][{dim}]"))
+  return out
+
+
 def load_tempcompass(path: str, video_dir: str | None = None) -> list[EvalItem]:
-  """TempCompass question files; videos at <root>/videos/<video_id>.mp4."""
+  """TempCompass question files; videos at <root>/videos/<video_id>.mp4.
+
+  With <root>/meta_info.json present (the GitHub release ships it), items carry
+  their fine-grained aspect as `meta['fine_dim']`.
+  """
   p = _existing(path, "TempCompass questions")
   items = []
   for task, f in _tempcompass_files(p):
     root = f.parent.parent
+    fine = _tempcompass_fine_dims(root / "meta_info.json")
     videos = pathlib.Path(video_dir) if video_dir else root / "videos"
     data = _read_json(f)
     if not isinstance(data, Mapping):
@@ -186,6 +216,8 @@ def load_tempcompass(path: str, video_dir: str | None = None) -> list[EvalItem]:
           question = str(_field(q, "question", where))
           answer = str(_field(q, "answer", where)).strip()
           lines = question.split("\n")[1:]
+          if task == "caption_matching" and not all(": " in line for line in lines):
+            raise DataError(f"{where}: caption-matching options must read 'Label: sentence'")
           if task == "multi-choice":
             fmt, options, canon = "mcq", (), answer[:1]
           elif task == "yes_no":
@@ -200,7 +232,8 @@ def load_tempcompass(path: str, video_dir: str | None = None) -> list[EvalItem]:
               options=options,
               answer=canon,
               fmt=fmt,
-              meta={"task": task, "dim": dim, "answer_text": answer},
+              meta={"task": task, "dim": dim, "answer_text": answer}
+              | ({"fine_dim": fine[(vid, dim)]} if (vid, dim) in fine else {}),
             )
           )
   return _unique(items, p)

@@ -1,11 +1,12 @@
 """The model policy: greedy answers from a Qwen3-VL checkpoint through crpo_jax's sampler.
 
-Per batch: decode each item's video (Qwen3-VL frame sampling, clip bounds
-honoured), blank it for the blind baseline, render the benchmark's chat prompt
-with the tokenizer's own template (so Thinking checkpoints get their generation
-prompt) plus any assistant prefix, expand the video placeholders, pad the batch to
-a fixed row count and bucketed lengths, and run one jitted greedy sampler call
-with prompt rows sharded over the mesh's data axes.
+Per batch: decode each item's video (Qwen3-VL frame sampling, or VideoChat2's
+segment middles when `segments` is set; clip bounds honoured), blank it for the
+blind baseline, render the benchmark's chat prompt with the tokenizer's own
+template (so Thinking checkpoints get their generation prompt) plus any assistant
+prefix, expand the video placeholders, pad the batch to a fixed row count and
+bucketed lengths, and run one jitted greedy sampler call with prompt rows sharded
+over the mesh's data axes.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ class ModelPolicy:
     proc: processor.ProcessorConfig,
     mesh: jax.sharding.Mesh | None = None,
     rules: sharding.Rules = sharding.DEFAULT_RULES,
+    segments: int = 0,
   ):
     self.tokenizer, self.batch_size, self.proc = tokenizer, batch_size, proc
+    self.segments = segments
     cfg = model.config
     self.pad_id = int(cfg.pad_token_id)
     graphdef, self.state = nnx.split(model)
@@ -112,6 +115,7 @@ class ModelPolicy:
       max_new_tokens=cfg.max_new_tokens,
       proc=proc,
       mesh=mesh,
+      segments=int(cfg.get("segments", 0)),
     )
 
   def _inputs(self, item: EvalItem, prompt: Prompt, blind: bool) -> dict[str, np.ndarray]:
@@ -124,8 +128,16 @@ class ModelPolicy:
     }
     if "frames_fps" in item.meta:  # a folder of frames (MVBench Episodic Reasoning)
       frames, meta = frames_lib.decode_frame_folder(
-        item.video, src_fps=float(item.meta["frames_fps"]), **sample
+        item.video, src_fps=float(item.meta["frames_fps"]), segments=self.segments, **sample
       )
+    elif self.segments:
+
+      def pick(total: int, src_fps: float) -> np.ndarray:
+        return frames_lib.segment_middles(
+          self.segments, item.start, item.end, src_fps, max_frame=total - 1
+        )
+
+      frames, meta = video.decode_video(item.video, pick=pick, **sample)
     else:
       frames, meta = video.decode_video(item.video, **sample)
     if blind:

@@ -1,7 +1,7 @@
 """Per-item predictions as JSONL: writing, resuming and re-scoring.
 
-One line per scored item: id, prompt, raw_output, extracted, correct, and the item
-itself, so a file can be re-scored (after an extraction fix, say) with neither the
+One line per scored item: id, prompt, raw_output, extracted, correct, answered
+(under the official judge), and the item itself, so a file can be re-scored (after an extraction fix, say) with neither the
 data nor a model. Lines are appended and flushed per batch; an interrupted run
 leaves at most one partial last line, which `read` drops, so a resumed run redoes
 only the items it never finished.
@@ -16,7 +16,7 @@ import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from crpo_jax.eval.benchmarks import Benchmark
+from crpo_jax.eval.benchmarks import Benchmark, Judge, unanswerable
 from crpo_jax.eval.items import EvalItem, Prompt
 from crpo_jax.eval.metrics import Scored
 
@@ -36,6 +36,7 @@ def to_record(scored: Scored, prompt: Prompt, raw_output: str) -> dict[str, Any]
     "raw_output": raw_output,
     "extracted": scored.extracted,
     "correct": scored.correct,
+    "answered": scored.answered,
     "item": scored.item.to_json(),
   }
 
@@ -100,18 +101,31 @@ def append(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
     os.fsync(f.fileno())
 
 
+def judge_record(record: dict[str, Any], judge: Judge) -> Scored:
+  """`judge` on a record's raw output; a record with an error (the model never saw
+  the item) is `unanswerable` under every judge."""
+  item = EvalItem.from_json(record["item"])
+  return unanswerable(item) if "error" in record else judge(item, record["raw_output"])
+
+
 def rescore(records: Sequence[dict[str, Any]], benchmark: Benchmark) -> list[dict[str, Any]]:
-  """Re-extracts and re-judges every record from its raw output."""
+  """Re-extracts and re-judges every record from its raw output (official judge)."""
   out = []
   for r in records:
-    item = EvalItem.from_json(r["item"])
-    s = benchmark.score(item, r["raw_output"])
-    out.append(r | {"extracted": s.extracted, "correct": s.correct})
+    s = judge_record(r, benchmark.judge)
+    out.append(r | {"extracted": s.extracted, "correct": s.correct, "answered": s.answered})
   return out
 
 
 def to_scored(records: Sequence[dict[str, Any]]) -> list[Scored]:
-  """Records as `Scored` items for the metrics."""
+  """Records as `Scored` items for the metrics (files written before `answered`
+  existed read it as "an answer was extracted")."""
   return [
-    Scored(EvalItem.from_json(r["item"]), r["extracted"], bool(r["correct"])) for r in records
+    Scored(
+      EvalItem.from_json(r["item"]),
+      r["extracted"],
+      bool(r["correct"]),
+      bool(r.get("answered", bool(r["extracted"]))),
+    )
+    for r in records
   ]

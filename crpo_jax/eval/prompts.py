@@ -1,14 +1,19 @@
 """Prompts, each as its benchmark's official evaluation writes it.
 
-Sources (reference/video_rl.md section 5; METHOD.md section 2 for our format):
+Sources, at the commits named in extraction.py (METHOD.md section 2 for ours):
   dybench     our training format (crpo_jax/data/prompts.py): question, "Options:",
               "X. text" lines (null option last), then the <think>/<answer> instruction.
-  timeblind   `add_question_suffix`: " Please output Yes or No." / " Please output
-              A or B."
-  tempcompass `run_qwen2_vl.py` answer prompts per task file.
-  mvbench     VideoChat2 `mvbench.ipynb`: system prompt, "Question: ...\\nOptions:\\n
-              (A) ...", "\\nOnly give the best option.", assistant "Best option:(".
-  videomme    the Video-MME w/o-subtitles prompt ending "The best answer is:".
+  timeblind   `utils.add_question_suffix`: question + " Please output Yes or No." /
+              " Please output A or B."; no system turn (`evaluate.py`).
+  tempcompass `run_qwen2_vl.py`: question (options embedded as released) +
+              `answer_prompt[task]`; no system turn.
+  mvbench     `mvbench.ipynb` `infer_mvbench(system_llm=True)`: the system text
+              (ending in a newline) is both the system turn and the start of the
+              user text, then `qa_template`'s "Question: ...\\nOptions:\\n(A) ...",
+              then "\\nOnly give the best option."; the assistant turn starts
+              "Best option:(".
+  videomme    BradyFU/Video-MME README "Prompt", without subtitles: instruction,
+              question, "A. ..." option lines (as released), "The best answer is:".
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ TEMPCOMPASS_ANSWER_PROMPT = {
 MVBENCH_SYSTEM = (
   "Carefully watch the video and pay attention to the cause and sequence of events, "
   "the detail and movement of objects, and the action and pose of persons. Based on "
-  "your observations, select the best option that accurately addresses the question."
+  "your observations, select the best option that accurately addresses the question.\n"
 )
 MVBENCH_QUESTION_PROMPT = "\nOnly give the best option."
 MVBENCH_ANSWER_PREFIX = "Best option:("
@@ -67,7 +72,7 @@ def mvbench_question(item: EvalItem) -> str:
 
 def mvbench_prompt(item: EvalItem) -> Prompt:
   return Prompt(
-    user=mvbench_question(item) + MVBENCH_QUESTION_PROMPT,
+    user=MVBENCH_SYSTEM + mvbench_question(item) + MVBENCH_QUESTION_PROMPT,
     system=MVBENCH_SYSTEM,
     assistant_prefix=MVBENCH_ANSWER_PREFIX,
   )

@@ -45,13 +45,25 @@ def markdown_table(title: str, columns: Mapping[str, Metrics], primary: str) -> 
     label = f"**{name}**" if name == primary else name
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   lines.append("")
-  lines.append("Values are percentages except n_* counts; '-' means not defined.")
+  lines.append(
+    "Values are percentages except n_* counts; '-' means not defined. "
+    "Rows named ours/... are not the official scorer's."
+  )
   return "\n".join(lines) + "\n"
 
 
+VARIANT_LABELS = {
+  "strict": "model, strict (official bug fixed)",
+  "think": "model, <think> stripped (ours)",
+}
+
+
 def table_columns(results: Mapping[str, Any]) -> dict[str, Metrics]:
-  """The policy columns of a results dict (model, blind, best constant)."""
-  cols = {"model": results["metrics"]}
+  """The columns of a results dict: the model under the official rules, under each
+  variant judge, then the baselines (blind, best constant)."""
+  cols = {"model (official)": results["metrics"]}
+  for name, m in results.get("variants", {}).items():
+    cols[VARIANT_LABELS.get(name, f"model, {name}")] = m
   base = results.get("baselines", {})
   if "blind" in base:
     cols["blind (blank video)"] = base["blind"]

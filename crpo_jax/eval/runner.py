@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crpo_jax.eval import baselines, predictions, report
-from crpo_jax.eval.benchmarks import Benchmark, get_benchmark
+from crpo_jax.eval.benchmarks import Benchmark, get_benchmark, unanswerable
 from crpo_jax.eval.items import EvalItem, Prompt
 
 _LOG = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ BASELINES = ("constant", "blind")
 RUN_CONFIG = "run_config.json"
 # Fields that change what a generated answer is; resuming across a change would mix runs.
 GENERATION_FIELDS = ("benchmark", "data", "video_dir", "model", "null_option", "max_new_tokens")
-GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels")
+GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels", "segments")
 
 
 def check_resume_config(out: pathlib.Path, cfg) -> None:
@@ -92,7 +92,8 @@ def run_policy(
     for it, p, out in zip(batch, prompts, outputs, strict=True):
       error = out if isinstance(out, Exception) else None
       text = "" if error else str(out)
-      rec = predictions.to_record(benchmark.score(it, text), p, text)
+      scored = unanswerable(it) if error else benchmark.score(it, text)
+      rec = predictions.to_record(scored, p, text)
       if error:
         rec["error"] = f"{type(error).__name__}: {error}"
         _LOG.warning("item %s: %s", it.id, rec["error"])
@@ -108,8 +109,40 @@ def _summary(benchmark: Benchmark, records: Sequence[dict[str, Any]]) -> dict[st
   return benchmark.metrics(predictions.to_scored(records))
 
 
+def variant_metrics(
+  benchmark: Benchmark, records: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+  """{variant: metrics} of each extra judge, re-judged from the raw outputs."""
+  return {
+    name: benchmark.metrics([predictions.judge_record(r, judge) for r in records])
+    for name, judge in benchmark.variants.items()
+  }
+
+
 def _blind_path(pred_path: pathlib.Path) -> pathlib.Path:
   return pred_path.with_name(pred_path.stem + "_blind" + pred_path.suffix)
+
+
+FRAME_MODES = ("official", "config")
+
+
+def apply_frame_rule(cfg, bench: Benchmark):
+  """`cfg` with the benchmark's official frame rule in fps/min_frames/max_frames/
+  segments (and max_pixels where the rule sets it), when `cfg.frames` is
+  'official' and the official code has a rule; else `cfg` itself."""
+  mode = cfg.get("frames", "official")
+  if mode not in FRAME_MODES:
+    raise ValueError(f"config.frames: {mode!r}; expected one of {FRAME_MODES}")
+  rule = bench.frames
+  if mode == "config" or rule is None:
+    return cfg
+  cfg = cfg.copy_and_resolve_references()
+  cfg.fps, cfg.min_frames, cfg.max_frames = rule.fps, rule.min_frames, rule.max_frames
+  cfg.segments = rule.segments
+  if rule.max_pixels is not None:
+    cfg.max_pixels = rule.max_pixels
+  _LOG.info("%s frames: %s (config.frames=config keeps the config's)", bench.name, rule)
+  return cfg
 
 
 def output_dir(cfg) -> pathlib.Path:
@@ -156,6 +189,7 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
   else:
     if not cfg.data:
       raise ValueError("config.data: give the benchmark data path (or config.predictions)")
+    cfg = apply_frame_rule(cfg, bench)
     items = bench.load(cfg.data, cfg.video_dir or None)
     if cfg.limit:
       items = items[: cfg.limit]
@@ -180,6 +214,7 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
     "n_items": len(records),
     "n_errors": sum("error" in r for r in records),
     "metrics": _summary(bench, records),
+    "variants": variant_metrics(bench, records),
     "baselines": {},
     "config": cfg.to_dict(),
   }

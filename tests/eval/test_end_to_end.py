@@ -143,3 +143,22 @@ def test_parameters_sharded_and_frame_folder_inputs(policy, tmp_path):
   (item,) = bench.load(str(tmp_path), None)
   inputs = policy._inputs(item, bench.prompt(item), blind=False)
   assert inputs["video_grid_thw"].shape == (1, 3) and inputs["video_grid_thw"][0, 0] == 2
+
+
+def test_mvbench_official_frames_reach_the_processor(policy, tmp_path):
+  # config.frames=official gives MVBench segments=16: VideoChat2's 16 segment middles.
+  root = fixtures.write_mvbench(tmp_path)
+  clip = root / "video" / "clevrer" / "video_validation" / "c1.mp4"
+  clip.parent.mkdir(parents=True)
+  media.write_pattern_video(clip, 40, 32, 32, fps=8)
+  bench = benchmarks.get_benchmark("mvbench")
+  item = next(it for it in bench.load(str(root), None) if it.id == "moving_direction/0")
+  cfg = runner.apply_frame_rule(eval_config.get_config("cpu"), bench)
+  assert cfg.segments == 0  # the CPU variant keeps its own frames (config.frames=config)
+  cfg.frames = "official"
+  before, policy.segments = policy.segments, runner.apply_frame_rule(cfg, bench).segments
+  try:
+    inputs = policy._inputs(item, bench.prompt(item), blind=False)
+  finally:
+    policy.segments = before
+  assert inputs["video_grid_thw"][0, 0] == 8  # 16 frames / temporal patch 2

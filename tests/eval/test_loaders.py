@@ -14,7 +14,13 @@ def test_dybench(tmp_path):
   a = items[0]
   assert a.options == ("left", "right") and a.answer == "A" and a.fmt == "mcq"
   assert a.video == str(tmp_path / "v" / "p0a.mp4")
-  assert a.meta == {"pair_id": "p0", "category": "direction", "route": "temporal", "answer_cf": "B"}
+  assert a.meta == {
+    "pair_id": "p0",
+    "category": "direction",
+    "route": "temporal",
+    "answer_cf": "B",
+    "pair_size": 2,
+  }
   assert items[2].meta["route"] == "static" and items[2].answer == "C"
 
 

@@ -56,8 +56,9 @@ def test_evaluate_writes_predictions_results_and_baselines(tmp_path):
   on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
   assert on_disk["metrics"]["acc"] == 0.5 and on_disk["n_items"] == 8
   md = (tmp_path / "out" / "results.md").read_text()
-  assert "| **i_acc** | 0.0 | 0.0 | 0.0 |" in md
-  assert "| acc | 50.0 | 50.0 | 50.0 |" in md
+  # Columns: official, <think> stripped (ours), blind, best constant.
+  assert "| **i_acc** | 0.0 | 0.0 | 0.0 | 0.0 |" in md
+  assert "| acc | 50.0 | 50.0 | 50.0 | 50.0 |" in md
   assert "| n_items | 8 | 8 | 8 |" in md
 
 
