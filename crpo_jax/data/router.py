@@ -103,9 +103,7 @@ def _rules(text: str) -> str:
   return "spatial" if spatial else "static"
 
 
-def keyword_route(
-  question: str, options: Sequence[str] = (), answer: str | None = None
-) -> str:
+def keyword_route(question: str, options: Sequence[str] = (), answer: str | None = None) -> str:
   """The deterministic rule set (ours).
 
   Motion words, or spatial and temporal words together, give spatiotemporal; else

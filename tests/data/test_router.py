@@ -210,7 +210,10 @@ def test_label_file_jsonl_with_http_backend_and_cache(server, tmp_path):
   counts = router.label_file(str(src), str(dst), _router(server, "good"), overwrite=True)
   assert json.loads(dst.read_text().splitlines()[1])["route"] == "static"
   assert counts["overwritten"] == 1 and counts["disagreements"] == 1
-  report = [json.loads(x) for x in open(str(dst) + ".route_disagreements.jsonl")]
+  report = [
+    json.loads(x)
+    for x in (tmp_path / "out.jsonl.route_disagreements.jsonl").read_text().splitlines()
+  ]
   assert report == [
     {
       "id": "b",
@@ -323,7 +326,9 @@ def test_keyword_rules_agree_with_every_synthetic_family(tmp_path):
     ("spatial_relation", "spatial"),
     ("static", "static"),
   }
-  assert len({v for v in variants if v[0] == "reversible_dynamics"}) == 3  # How does / What happens / What does
+  assert (
+    len({v for v in variants if v[0] == "reversible_dynamics"}) == 3
+  )  # How does / What happens / What does
   src, dst = tmp_path / "world.jsonl", tmp_path / "routed.jsonl"
   _write_jsonl(src, [{k: v for k, v in r.items() if k != "route"} for r in records])
   counts = router.main(["--input", str(src), "--output", str(dst)])
@@ -353,10 +358,10 @@ def test_existing_routes_kept_and_disagreements_reported(tmp_path, capsys):
   assert "1 existing routes differ" in err and "a: static -> spatial" in err
   assert "--overwrite" in err
   report = str(dst) + ".route_disagreements.jsonl"
-  assert json.loads(open(report).read())["applied"] is False
+  assert json.loads(open_text(report))["applied"] is False
   counts = router.main(["--input", str(src), "--output", str(dst), "--overwrite"])
-  assert [json.loads(x)["route"] for x in dst.read_text().splitlines()][0] == "spatial"
-  assert counts["overwritten"] == 1 and json.loads(open(report).read())["applied"] is True
+  assert json.loads(dst.read_text().splitlines()[0])["route"] == "spatial"
+  assert counts["overwritten"] == 1 and json.loads(open_text(report))["applied"] is True
   # Once the file agrees, the stale report goes.
   router.main(["--input", str(dst), "--output", str(tmp_path / "again.jsonl")])
   assert not os.path.exists(str(tmp_path / "again.jsonl") + ".route_disagreements.jsonl")
@@ -394,6 +399,11 @@ def test_api_key_from_environment_only_and_never_written(server, tmp_path, monke
     assert secret not in p.read_text(), p
   assert secret not in printed.out + printed.err
   assert secret not in repr(router.make_router(router_args(args)))
+
+
+def open_text(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read()
 
 
 def router_args(argv):
