@@ -9,6 +9,9 @@ Our JSONL schema (one JSON object per line; blank lines are skipped):
   options     list of >= 2 option texts, required. Either bare texts ("a red ball")
               or lettered strings ("A. a red ball" / "A) a red ball") with letters
               in order A, B, C, ...; the letters are stripped. No mixing.
+              A last "None of the above" is dropped here, since the pipeline
+              appends the null option itself (same letter); the answer may name
+              it then. Anywhere else in the list it is an error.
   answer      str, required: the ground-truth letter, naming one of the options.
   answer_cf   str, optional: the counterfactual ground-truth letter. It may also be
               the letter right after the last option, which names the null option
@@ -38,6 +41,8 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any
+
+from crpo_jax.data import prompts
 
 ROUTES = ("spatial", "temporal", "spatiotemporal", "static")
 _LETTERED = re.compile(r"^\s*([A-Z])\s*[.)]\s*(.*)$", re.DOTALL)
@@ -88,8 +93,15 @@ def _check_letter(value: Any, n_options: int, field: str, err) -> str:
   return v
 
 
-def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[str, ...]:
-  if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(o, str) for o in raw):
+def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[tuple[str, ...], bool]:
+  """Option texts without letters, and whether the data listed the null option last.
+
+  A trailing "None of the above" is dropped (the pipeline appends it, with the same
+  letter), so it is never offered twice; anywhere else it is an error.
+  """
+  if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+    raise err("options", f"expected a list of at least 2 strings, got {raw!r}")
+  if len(raw) < 2:
     raise err("options", f"expected a list of at least 2 strings, got {raw!r}")
   if len(raw) > 25:  # 'Z' is kept free for a null option after 25 real ones
     raise err("options", f"at most 25 options are supported, got {len(raw)}")
@@ -104,7 +116,16 @@ def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[str
     texts = [o.strip() for o in raw]
   if not all(texts):
     raise err("options", "an option text is empty")
-  return tuple(texts)
+  try:
+    with_null = prompts.with_null_option(texts)
+  except ValueError as e:
+    raise err("options", str(e)) from None
+  had_null = len(with_null) == len(texts)
+  if had_null:
+    texts = texts[:-1]
+  if len(texts) < 2:
+    raise err("options", f"expected at least 2 options besides the null option, got {raw!r}")
+  return tuple(texts), had_null
 
 
 def _opt_str(rec: dict, field: str, err) -> str | None:
@@ -144,8 +165,8 @@ def _crpo_example(rec: dict, root: str, source: str, err) -> Example:
   for field in ("video", "question"):
     if not isinstance(rec.get(field), str) or not rec[field].strip():
       raise err(field, f"required non-empty string, got {rec.get(field)!r}")
-  options = _parse_options(rec.get("options"), err)
-  answer = _check_letter(rec.get("answer"), len(options), "answer", err)
+  options, had_null = _parse_options(rec.get("options"), err)
+  answer = _check_letter(rec.get("answer"), len(options) + had_null, "answer", err)
   answer_cf = None
   if rec.get("answer_cf") is not None:  # may name the appended null option
     answer_cf = _check_letter(rec["answer_cf"], len(options) + 1, "answer_cf", err)
@@ -177,11 +198,11 @@ def _video_r1_example(rec: dict, root: str, source: str, err, skip) -> Example:
   for field in ("problem", "path", "solution"):
     if not isinstance(rec.get(field), str) or not rec[field].strip():
       raise err(field, f"required non-empty string, got {rec.get(field)!r}")
-  options = _parse_options(rec.get("options"), err, require_letters=True)
+  options, had_null = _parse_options(rec.get("options"), err, require_letters=True)
   m = _ANSWER_TAG.search(rec["solution"])
   if m is None:
     raise err("solution", f"expected '<answer>X</answer>', got {rec['solution']!r}")
-  answer = _check_letter(m.group(1), len(options), "solution", err)
+  answer = _check_letter(m.group(1), len(options) + had_null, "solution", err)
   path = rec["path"]
   path = path.removeprefix("./")  # Video-R1 does root + path[1:]
   pid = rec.get("problem_id")
