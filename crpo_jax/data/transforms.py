@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 
 TRANSFORMS = ("flip", "reverse")
 ROUTES = ("spatial", "temporal", "spatiotemporal", "static")

@@ -183,7 +183,8 @@ def test_null_option_is_added_exactly_once_on_every_path(world, tmp_path):
   from crpo_jax.eval import prompts as eval_prompts
 
   path, tok = world
-  rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+  with open(path, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
   with_null = tmp_path / "with_null.jsonl"
   with open(with_null, "w", encoding="utf-8") as f:
     for r in rows:
