@@ -27,7 +27,8 @@ Video-R1 JSON (tulerfeng/Video-R1): a JSON list of objects with `problem`,
 `video_root` or the JSON file's directory). Only `data_type == "video"` and
 `problem_type == "multiple choice"` records become Examples; the others are
 yielded as `RecordSkipped` with the reason. With fmt='auto', any object that has
-`problem` and no `question` is read as Video-R1, in a JSON list or a JSONL file.
+one of Video-R1's fields and neither `question` nor `video` is read as Video-R1,
+in a JSON list or a JSONL file.
 
 `iter_records` yields a `RecordError` in place of each bad record so a pipeline
 can skip and count them; `read_records` raises the first one.
@@ -218,6 +219,18 @@ def _video_r1_example(rec: dict, root: str, source: str, err, skip) -> Example:
   )
 
 
+_VIDEO_R1_ONLY = ("problem", "solution", "problem_type", "data_type", "path")
+
+
+def _looks_video_r1(item: dict) -> bool:
+  """A Video-R1 object: any field of that format and neither `question` nor `video`.
+
+  So a Video-R1 record missing `problem` is still read as one, and its error names
+  `problem`, not our schema's `video`.
+  """
+  return "question" not in item and "video" not in item and any(k in item for k in _VIDEO_R1_ONLY)
+
+
 def _json_list_items(text: str, file: str) -> Iterator[tuple[int, Any]]:
   """Yields (line, item) for each item of a top-level JSON list, with its line."""
   decoder = json.JSONDecoder()
@@ -285,9 +298,7 @@ def iter_records(
             raise err("<json>", f"invalid JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(item, dict):
           raise err("<record>", f"expected a JSON object, got {type(item).__name__}")
-        is_r1 = fmt == "video_r1" or (
-          fmt == "auto" and "problem" in item and "question" not in item
-        )
+        is_r1 = fmt == "video_r1" or (fmt == "auto" and _looks_video_r1(item))
         source = f"{name}:{line}"
         if is_r1:
           yield _video_r1_example(item, root, source, err, skip)
