@@ -90,7 +90,9 @@ def test_records_without_route(tmp_path, capsys):
 def test_arrayrecord_dataset(mixed, tmp_path, capsys):
   out = str(tmp_path / "ar")
   assert arrayrecord.main([str(mixed), out, "--video-root", os.path.dirname(mixed)]) == 0
-  assert "(1 malformed records skipped)" in capsys.readouterr().out  # never reaches the file
+  assert (
+    "(train: 5 records; 1 malformed records skipped" in capsys.readouterr().out
+  )  # never written
   ds_dir = os.path.join(out, "crpo_records", "1.0.0")
   assert validate.main([ds_dir, "--report", str(tmp_path / "r.jsonl")]) == 0
   assert "3 of 5 records usable" in capsys.readouterr().out
