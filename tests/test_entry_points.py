@@ -91,7 +91,7 @@ def test_help(venv, module):
 
 
 def test_small_real_calls(venv):
-  python, run_dir, src, _ = venv
+  _, run_dir, src, _ = venv
   _run(venv, "-m", "crpo_jax.data.synthetic", "--out", "w", "--num", "3")
   proc = _run(
     venv, "-m", "crpo_jax.data.router", "--input", "w/train.jsonl", "--output", "w/r.jsonl"

@@ -57,7 +57,9 @@ def test_main_refuses_a_missing_data_file(tmp_path):
   cmd = [sys.executable, "-m", "crpo_jax.main", f"--config={REPO}/configs/qwen3vl_8b.py:runlocal"]
   cmd += ["--config.data.train=missing.jsonl", f"--workdir={tmp_path / 'work'}"]
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
   assert proc.returncode != 0
   assert "config.data.train: missing.jsonl does not exist" in proc.stderr
   assert not os.path.exists(tmp_path / "work" / "data" / "train.jsonl")
