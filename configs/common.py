@@ -118,7 +118,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Applies the `:arg` suffix of `--config=configs/x.py:arg` shared by all sizes.
 
-  "runlocal" shrinks any config to a CPU smoke run of the same code path.
+  "runlocal" shrinks any config to a CPU smoke run of the same code path. It trains
+  on the synthetic world unless --config.data.train (and --config.data.eval) name
+  the user's files, which are then used as given (train/setup.py:prepare_data).
   """
   if not arg:
     return config

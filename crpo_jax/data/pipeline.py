@@ -132,15 +132,17 @@ class PipelineStats:
 class JsonlSource(grain.sources.RandomAccessDataSource):
   """Good records of a JSONL / Video-R1 JSON file, parsed once at construction.
 
-  Malformed records are logged with file and line and kept in `self.bad`.
+  Malformed records ("malformed_record") and well-formed ones of a kind we do not
+  train on ("unsupported_type": Video-R1 image or numerical questions) are kept in
+  `self.bad` with file and line; whoever counts them logs them (once).
   """
 
   def __init__(self, path: str, *, fmt: str = "auto", video_root: str | None = None):
     self.path, self.examples, self.bad = path, [], []
     for r in records.iter_records(path, fmt=fmt, video_root=video_root):
       if isinstance(r, records.RecordError):
-        self.bad.append(Skipped(f"{r.file}:{r.line}", "", "malformed_record", str(r)))
-        logging.warning("skipping malformed record: %s", r)
+        reason = "unsupported_type" if isinstance(r, records.RecordSkipped) else "malformed_record"
+        self.bad.append(Skipped(f"{r.file}:{r.line}", "", reason, str(r)))
       else:
         self.examples.append(r)
 

@@ -31,8 +31,30 @@ def option_letter(i: int) -> str:
   return chr(ord("A") + i)
 
 
+def is_null_option(text: str) -> bool:
+  """Whether an option text is the null option (any case, surrounding space ignored)."""
+  return text.strip().rstrip(".").lower() == NULL_OPTION.lower()
+
+
 def with_null_option(options: Sequence[str]) -> tuple[str, ...]:
-  """Options with "None of the above" appended (its letter is len(options))."""
+  """The options with "None of the above" as the last one, exactly once.
+
+  The one place the null option is added (METHOD.md section 1): options that already
+  end with it are returned unchanged, so its letter is the same either way.
+
+  Raises:
+    ValueError: the null option stands anywhere but last, or twice: two letters
+      would mean "none of the above".
+  """
+  options = tuple(options)
+  at = [i for i, o in enumerate(options) if is_null_option(o)]
+  if at == [len(options) - 1]:
+    return options
+  if at:
+    raise ValueError(
+      f"options hold the null option {NULL_OPTION!r} at position(s) {[i + 1 for i in at]}"
+      f" of {len(options)}; it may only be the last option, once: {list(options)}"
+    )
   return (*options, NULL_OPTION)
 
 

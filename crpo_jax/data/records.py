@@ -9,6 +9,9 @@ Our JSONL schema (one JSON object per line; blank lines are skipped):
   options     list of >= 2 option texts, required. Either bare texts ("a red ball")
               or lettered strings ("A. a red ball" / "A) a red ball") with letters
               in order A, B, C, ...; the letters are stripped. No mixing.
+              A last "None of the above" is dropped here, since the pipeline
+              appends the null option itself (same letter); the answer may name
+              it then. Anywhere else in the list it is an error.
   answer      str, required: the ground-truth letter, naming one of the options.
   answer_cf   str, optional: the counterfactual ground-truth letter. It may also be
               the letter right after the last option, which names the null option
@@ -24,7 +27,8 @@ Video-R1 JSON (tulerfeng/Video-R1): a JSON list of objects with `problem`,
 `video_root` or the JSON file's directory). Only `data_type == "video"` and
 `problem_type == "multiple choice"` records become Examples; the others are
 yielded as `RecordSkipped` with the reason. With fmt='auto', any object that has
-`problem` and no `question` is read as Video-R1, in a JSON list or a JSONL file.
+one of Video-R1's fields and neither `question` nor `video` is read as Video-R1,
+in a JSON list or a JSONL file.
 
 `iter_records` yields a `RecordError` in place of each bad record so a pipeline
 can skip and count them; `read_records` raises the first one.
@@ -38,6 +42,8 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any
+
+from crpo_jax.data import prompts
 
 ROUTES = ("spatial", "temporal", "spatiotemporal", "static")
 _LETTERED = re.compile(r"^\s*([A-Z])\s*[.)]\s*(.*)$", re.DOTALL)
@@ -88,8 +94,15 @@ def _check_letter(value: Any, n_options: int, field: str, err) -> str:
   return v
 
 
-def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[str, ...]:
-  if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(o, str) for o in raw):
+def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[tuple[str, ...], bool]:
+  """Option texts without letters, and whether the data listed the null option last.
+
+  A trailing "None of the above" is dropped (the pipeline appends it, with the same
+  letter), so it is never offered twice; anywhere else it is an error.
+  """
+  if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+    raise err("options", f"expected a list of at least 2 strings, got {raw!r}")
+  if len(raw) < 2:
     raise err("options", f"expected a list of at least 2 strings, got {raw!r}")
   if len(raw) > 25:  # 'Z' is kept free for a null option after 25 real ones
     raise err("options", f"at most 25 options are supported, got {len(raw)}")
@@ -104,7 +117,16 @@ def _parse_options(raw: Any, err, *, require_letters: bool = False) -> tuple[str
     texts = [o.strip() for o in raw]
   if not all(texts):
     raise err("options", "an option text is empty")
-  return tuple(texts)
+  try:
+    with_null = prompts.with_null_option(texts)
+  except ValueError as e:
+    raise err("options", str(e)) from None
+  had_null = len(with_null) == len(texts)
+  if had_null:
+    texts = texts[:-1]
+  if len(texts) < 2:
+    raise err("options", f"expected at least 2 options besides the null option, got {raw!r}")
+  return tuple(texts), had_null
 
 
 def _opt_str(rec: dict, field: str, err) -> str | None:
@@ -144,8 +166,8 @@ def _crpo_example(rec: dict, root: str, source: str, err) -> Example:
   for field in ("video", "question"):
     if not isinstance(rec.get(field), str) or not rec[field].strip():
       raise err(field, f"required non-empty string, got {rec.get(field)!r}")
-  options = _parse_options(rec.get("options"), err)
-  answer = _check_letter(rec.get("answer"), len(options), "answer", err)
+  options, had_null = _parse_options(rec.get("options"), err)
+  answer = _check_letter(rec.get("answer"), len(options) + had_null, "answer", err)
   answer_cf = None
   if rec.get("answer_cf") is not None:  # may name the appended null option
     answer_cf = _check_letter(rec["answer_cf"], len(options) + 1, "answer_cf", err)
@@ -177,11 +199,11 @@ def _video_r1_example(rec: dict, root: str, source: str, err, skip) -> Example:
   for field in ("problem", "path", "solution"):
     if not isinstance(rec.get(field), str) or not rec[field].strip():
       raise err(field, f"required non-empty string, got {rec.get(field)!r}")
-  options = _parse_options(rec.get("options"), err, require_letters=True)
+  options, had_null = _parse_options(rec.get("options"), err, require_letters=True)
   m = _ANSWER_TAG.search(rec["solution"])
   if m is None:
     raise err("solution", f"expected '<answer>X</answer>', got {rec['solution']!r}")
-  answer = _check_letter(m.group(1), len(options), "solution", err)
+  answer = _check_letter(m.group(1), len(options) + had_null, "solution", err)
   path = rec["path"]
   path = path.removeprefix("./")  # Video-R1 does root + path[1:]
   pid = rec.get("problem_id")
@@ -195,6 +217,18 @@ def _video_r1_example(rec: dict, root: str, source: str, err, skip) -> Example:
     route=_route(rec, err),
     source=source,
   )
+
+
+_VIDEO_R1_ONLY = ("problem", "solution", "problem_type", "data_type", "path")
+
+
+def _looks_video_r1(item: dict) -> bool:
+  """A Video-R1 object: any field of that format and neither `question` nor `video`.
+
+  So a Video-R1 record missing `problem` is still read as one, and its error names
+  `problem`, not our schema's `video`.
+  """
+  return "question" not in item and "video" not in item and any(k in item for k in _VIDEO_R1_ONLY)
 
 
 def _json_list_items(text: str, file: str) -> Iterator[tuple[int, Any]]:
@@ -264,9 +298,7 @@ def iter_records(
             raise err("<json>", f"invalid JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(item, dict):
           raise err("<record>", f"expected a JSON object, got {type(item).__name__}")
-        is_r1 = fmt == "video_r1" or (
-          fmt == "auto" and "problem" in item and "question" not in item
-        )
+        is_r1 = fmt == "video_r1" or (fmt == "auto" and _looks_video_r1(item))
         source = f"{name}:{line}"
         if is_r1:
           yield _video_r1_example(item, root, source, err, skip)

@@ -4,13 +4,22 @@
       --backend openai --base-url http://localhost:8000/v1 --model deepseek-r1
 
 Reads our JSONL schema (data/records.py) or Video-R1 JSON (`problem` instead of
-`question`), adds or overwrites only the `route` field of each record and writes
-the result atomically (temp file + os.replace) in the input's format. The input is
-never modified. Labels are cached by question text in a JSON file (default: the
-output path + ".route_cache.json"), so a rerun or a crash costs no second call.
+`question`), adds only the `route` field of each record and writes the result
+atomically (temp file + os.replace) in the input's format. The input is never
+modified. Routes already present are kept unless --overwrite; every existing route
+the backend disagrees with is listed in OUTPUT.route_disagreements.jsonl and
+summarised on stderr, whether or not it was replaced. The HTTP backends' labels are
+cached by question text in a JSON file (default: the output path +
+".route_cache.json"), so a rerun or a crash costs no second call.
+
+The API key of the HTTP backend comes from the environment only (the variable
+named by --api-key-env, default OPENAI_API_KEY); it is sent in the Authorization
+header and written nowhere: not to stdout, the output, the cache or the report.
 
 Backends, one interface (`route(question) -> route`):
-* "keyword": a deterministic rule set (`keyword_route`); the offline default.
+* "keyword": a deterministic rule set (`keyword_route`) over the question, and
+  the options and answer text where the question alone cannot tell; the offline
+  default.
 * "openai": any OpenAI-compatible chat-completions endpoint (DeepSeek-R1 as in the
   paper), standard library only: retries with exponential back-off on timeouts,
   connection errors, HTTP 429/5xx and malformed replies; concurrency via threads.
@@ -30,12 +39,13 @@ import concurrent.futures
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 ROUTES = ("spatial", "temporal", "spatiotemporal", "static")
@@ -80,18 +90,40 @@ _MOTION, _TEMPORAL, _SPATIAL = (
 )
 
 
-def keyword_route(question: str) -> str:
-  """The deterministic rule set (ours).
+VERTICAL_DIRECTIONS = ("up", "down", "upward", "upwards", "downward", "downwards")
+_LETTER_PREFIX = re.compile(r"^\s*[A-Z]\s*[.)]\s*")
 
-  Motion words, or spatial and temporal words together, give spatiotemporal; else
-  temporal words give temporal, spatial words spatial, and nothing static.
-  """
-  motion, temporal, spatial = (bool(p.search(question)) for p in (_MOTION, _TEMPORAL, _SPATIAL))
+
+def _rules(text: str) -> str:
+  motion, temporal, spatial = (bool(p.search(text)) for p in (_MOTION, _TEMPORAL, _SPATIAL))
   if motion or (temporal and spatial):
     return "spatiotemporal"
   if temporal:
     return "temporal"
   return "spatial" if spatial else "static"
+
+
+def keyword_route(question: str, options: Sequence[str] = (), answer: str | None = None) -> str:
+  """The deterministic rule set (ours).
+
+  Motion words, or spatial and temporal words together, give spatiotemporal; else
+  temporal words give temporal, spatial words spatial, and nothing static. The
+  question decides; when it holds no rule word ("What does the red circle do?"),
+  the option texts are read instead ("it appears", "it disappears"). A motion
+  question whose ground-truth option text is a vertical direction is temporal: a
+  mirror flip does not change "up", so only reversal makes a counterfactual.
+  """
+  route = _rules(question)
+  if route == "static" and options:
+    route = _rules(" ; ".join(options))
+  if (
+    route == "spatiotemporal"
+    and answer is not None
+    and _MOTION.search(question)
+    and answer.strip().lower() in VERTICAL_DIRECTIONS
+  ):
+    route = "temporal"
+  return route
 
 
 class Router(Protocol):
@@ -109,6 +141,10 @@ class KeywordRouter:
 
   def route(self, question: str) -> str:
     return keyword_route(question)
+
+  def route_record(self, question: str, options: Sequence[str], answer: str | None) -> str:
+    """The route of a whole record: its options and answer text may decide."""
+    return keyword_route(question, options, answer)
 
 
 class RouterError(RuntimeError):
@@ -178,6 +214,9 @@ class OpenAIRouter:
     self.temperature, self.max_tokens, self.fallback = temperature, max_tokens, fallback
     self.stats = collections.Counter()
     self._lock = threading.Lock()
+
+  def __repr__(self) -> str:  # never the key
+    return f"OpenAIRouter({self.url!r}, {self.model!r}, api_key={'set' if self.api_key else None})"
 
   def _count(self, key: str) -> None:
     with self._lock:
@@ -345,6 +384,35 @@ def question_of(record: dict[str, Any]) -> str | None:
   return q.strip() if isinstance(q, str) and q.strip() else None
 
 
+_ANSWER_TAG = re.compile(r"<answer>\s*([A-Za-z])\s*</answer>")
+
+
+def options_and_answer(record: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+  """Option texts (letters stripped) and the ground-truth option's text, where readable.
+
+  The answer is our schema's `answer` letter or Video-R1's `<answer>X</answer>`
+  `solution`; anything unreadable gives None (routing then uses the question only).
+  """
+  raw = record.get("options")
+  if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+    return (), None
+  options = tuple(_LETTER_PREFIX.sub("", o).strip() for o in raw)
+  letter = record.get("answer")
+  if not isinstance(letter, str) and isinstance(record.get("solution"), str):
+    m = _ANSWER_TAG.search(record["solution"])
+    letter = m.group(1) if m else None
+  if isinstance(letter, str) and len(letter.strip()) == 1:
+    i = ord(letter.strip().upper()) - ord("A")
+    if 0 <= i < len(options):
+      return options, options[i]
+  return options, None
+
+
+def _existing_route(record: dict[str, Any]) -> str | None:
+  route = record.get("route")
+  return route.strip().lower() if isinstance(route, str) and route.strip() else None
+
+
 def label_file(
   input_path: str,
   output_path: str,
@@ -352,60 +420,128 @@ def label_file(
   *,
   cache_path: str | None = None,
   concurrency: int = 8,
-  keep_existing: bool = False,
+  overwrite: bool = False,
+  check_existing: bool | None = None,
   save_every: int = 50,
 ) -> dict[str, int]:
-  """Labels every record of `input_path` and writes `output_path` atomically.
+  """Labels the records of `input_path` and writes `output_path` atomically.
+
+  A record that already has a route keeps it unless `overwrite`. Wherever the
+  backend's label differs from an existing one, the record is listed in
+  OUTPUT.route_disagreements.jsonl (id, question, existing, proposed, applied) and
+  counted; nothing changes silently. `check_existing` (default: only for the free
+  keyword backend, or with `overwrite`) says whether records that keep their route
+  are routed too, for that report.
+
+  The keyword backend routes each record from its question, options and answer
+  (no cache: it is free and deterministic); the other backends see the question
+  text only, one call per distinct question, through the cache.
 
   Returns:
-    counts: records per route, "unlabelled" (no question text), "cached" and
-    "routed" (questions sent to the backend), plus the backend's own stats.
+    counts, all in records unless named `questions_*`: `records`, one count per
+    route written, `unlabelled` (no question text), `added` (had no route),
+    `kept` (existing route kept), `overwritten` (existing route replaced by a
+    different one), `disagreements`, `questions_routed` (sent to the backend),
+    `questions_cached`, plus the backend's own stats.
   """
   if os.path.abspath(input_path) == os.path.abspath(output_path):
     raise ValueError("the output must not be the input: the input is never modified")
   records, fmt = read_dataset(input_path)
-  cache = RouteCache(cache_path or output_path + ".route_cache.json", router.name)
-  counts = collections.Counter()
-  todo: dict[str, None] = {}  # ordered set: each distinct question routed once
-  for rec in records:
-    q = question_of(rec)
-    if q is None:
+  if check_existing is None:
+    check_existing = overwrite or isinstance(router, KeywordRouter)
+  wanted = [
+    question_of(r) is not None and (check_existing or _existing_route(r) is None) for r in records
+  ]
+  proposed: list[str | None] = [None] * len(records)
+  counts = collections.Counter(records=len(records))
+  if isinstance(router, KeywordRouter):
+    for i, rec in enumerate(records):
+      if wanted[i]:
+        proposed[i] = router.route_record(question_of(rec), *options_and_answer(rec))
+  else:
+    cache = RouteCache(cache_path or output_path + ".route_cache.json", router.name)
+    todo: dict[str, None] = {}  # ordered set: each distinct question routed once
+    for i, rec in enumerate(records):
+      if wanted[i] and cache.get(question_of(rec)) is None:
+        todo[question_of(rec)] = None
+    asked = {question_of(r) for i, r in enumerate(records) if wanted[i]}
+    counts["questions_cached"] = len(asked) - len(todo)
+    counts["questions_routed"] = len(todo)
+
+    def work(q: str) -> None:
+      cache.put(q, router.route(q))
+
+    try:
+      with concurrent.futures.ThreadPoolExecutor(max(1, concurrency)) as pool:
+        for n, future in enumerate(
+          concurrent.futures.as_completed([pool.submit(work, q) for q in todo])
+        ):
+          future.result()
+          if (n + 1) % save_every == 0:
+            cache.save()
+    finally:
+      cache.save()  # what was paid for is kept even if a question failed
+    for i, rec in enumerate(records):
+      if wanted[i]:
+        proposed[i] = cache.get(question_of(rec))
+
+  out, disagreements = [], []
+  for rec, new in zip(records, proposed):
+    rec, old = dict(rec), _existing_route(rec)
+    if question_of(rec) is None:
       counts["unlabelled"] += 1
-    elif not (keep_existing and rec.get("route")) and cache.get(q) is None:
-      todo[q] = None
-  counts["cached"] = sum(1 for r in records if question_of(r) and cache.get(question_of(r)))
-  counts["routed"] = len(todo)
-
-  def work(q: str) -> None:
-    cache.put(q, router.route(q))
-
-  try:
-    with concurrent.futures.ThreadPoolExecutor(max(1, concurrency)) as pool:
-      for i, future in enumerate(
-        concurrent.futures.as_completed([pool.submit(work, q) for q in todo])
-      ):
-        future.result()
-        if (i + 1) % save_every == 0:
-          cache.save()
-  finally:
-    cache.save()  # what was paid for is kept even if a question failed
-
-  out = []
-  for rec in records:
-    q = question_of(rec)
-    rec = dict(rec)
-    if q is not None and not (keep_existing and rec.get("route")):
-      rec["route"] = cache.get(q)
-    if q is not None:
+    elif old is None:
+      rec["route"] = new
+      counts["added"] += 1
+    elif new is not None and new != old:
+      disagreements.append(
+        {
+          "id": rec.get("id", rec.get("problem_id")),
+          "question": question_of(rec),
+          "existing": old,
+          "proposed": new,
+          "applied": overwrite,
+        }
+      )
+      if overwrite:
+        rec["route"] = new
+        counts["overwritten"] += 1
+      else:
+        counts["kept"] += 1
+    else:
+      counts["kept"] += 1
+    if rec.get("route") is not None:
       counts[str(rec["route"]).lower()] += 1
     out.append(rec)
+  counts["disagreements"] = len(disagreements)
   if fmt == "json":
     text = json.dumps(out, ensure_ascii=False, indent=2) + "\n"
   else:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
   write_atomic(output_path, text)
+  report = output_path + ".route_disagreements.jsonl"
+  if disagreements:
+    write_atomic(report, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in disagreements))
+  elif os.path.exists(report):
+    os.remove(report)  # a stale report from an earlier run would mislead
   counts.update(getattr(router, "stats", {}))
   return dict(counts)
+
+
+def report_disagreements(counts: dict[str, int], output_path: str, overwrite: bool, file=None):
+  """Says on stderr how many existing routes the backend disputes, with examples."""
+  file = file or sys.stderr
+  n = counts.get("disagreements", 0)
+  if not n:
+    return
+  report = output_path + ".route_disagreements.jsonl"
+  with open(report, encoding="utf-8") as f:
+    first = [json.loads(line) for line, _ in zip(f, range(5))]
+  verb = "replaced (--overwrite)" if overwrite else "kept (pass --overwrite to replace them)"
+  print(f"router: {n} existing routes differ from the backend's label; {verb}.", file=file)
+  for d in first:
+    print(f"  {d['id']}: {d['existing']} -> {d['proposed']}: {d['question'][:80]}", file=file)
+  print(f"  all of them: {report}", file=file)
 
 
 def make_router(args: argparse.Namespace) -> Router:
@@ -435,8 +571,14 @@ def make_router(args: argparse.Namespace) -> Router:
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
   p = argparse.ArgumentParser(
-    prog="python -m crpo_jax.data.router", description=__doc__.split("\n")[0]
+    prog="python -m crpo_jax.data.router",
+    description=__doc__.split("\n")[0],
+    allow_abbrev=False,  # "--api-key" must not abbreviate "--api-key-env"
   )
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if any(a.split("=")[0] in ("--api-key", "--key", "--token") for a in argv):
+    # Refused before argparse, whose error would echo the key to the console.
+    p.error("the API key is read from the environment only: see --api-key-env")
   p.add_argument("--input", required=True, help="JSONL (our schema) or Video-R1 JSON list")
   p.add_argument("--output", required=True, help="labelled copy, same format")
   p.add_argument("--backend", choices=("keyword", "openai", "local"), default="keyword")
@@ -450,7 +592,11 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
   p.add_argument("--retries", type=int, default=4)
   p.add_argument("--max-tokens", type=int)
   p.add_argument("--no-fallback", action="store_true", help="fail instead of using keywords")
-  p.add_argument("--keep-existing", action="store_true", help="keep routes already present")
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace routes already present (default: keep them; disagreements are reported)",
+  )
   args = p.parse_args(argv)
   counts = label_file(
     args.input,
@@ -458,8 +604,9 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     make_router(args),
     cache_path=args.cache,
     concurrency=args.concurrency,
-    keep_existing=args.keep_existing,
+    overwrite=args.overwrite,
   )
+  report_disagreements(counts, args.output, args.overwrite)
   print(json.dumps(counts, sort_keys=True))
   return counts
 

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-NULL_OPTION = "None of the above"
 TRANSFORMS = ("flip", "reverse")
 ROUTES = ("spatial", "temporal", "spatiotemporal", "static")
 
@@ -44,19 +43,6 @@ DEFAULT_ROUTE_TABLE: RouteTable = {
   "spatiotemporal": ("flip", "reverse"),
   "static": ("flip", "reverse"),
 }
-
-
-def append_null_option(options: Sequence[str]) -> tuple[str, ...]:
-  """Returns the options with the null option appended as the last one.
-
-  Raises:
-    ValueError: if the options already contain the null option, which would give
-      two letters with the same meaning.
-  """
-  options = tuple(options)
-  if any(o.strip().lower() == NULL_OPTION.lower() for o in options):
-    raise ValueError(f"options already contain the null option {NULL_OPTION!r}: {options}")
-  return options + (NULL_OPTION,)
 
 
 def letter(index: int) -> str:

@@ -61,6 +61,8 @@ def run(
   mesh = sharding.make_mesh(dict(config.mesh))
   rules = sharding.DEFAULT_RULES
   data = setup.prepare_data(config, paths["data"])
+  for line in setup.describe_inputs(config, data):
+    _say(line)
   model = setup.build_model(config, mesh)
   model_def = rows_lib.ModelDef.from_model(model)
   del model

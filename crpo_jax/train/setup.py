@@ -99,22 +99,32 @@ def _words(*paths: str) -> list[str]:
 
 
 def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
-  """Generates the synthetic world if asked, loads or builds the tokenizer."""
+  """Generates the synthetic world if asked, loads or builds the tokenizer.
+
+  User data wins: the synthetic world (`data.synthetic.num_train` > 0, as in
+  `:runlocal` and the demo) is generated only when `data.train` is empty. A given
+  data file that does not exist is an error here, before anything is built.
+  """
   from crpo_jax.data import synthetic
   from crpo_jax.data import tokenizer as tok_lib
 
   d = config.data
   train, heldout = d.train, d.eval
+  for field, path in (("data.train", train), ("data.eval", heldout)):
+    if path and not os.path.isfile(path):
+      raise FileNotFoundError(f"config.{field}: {path} does not exist")
+  if d.tokenizer and not os.path.isdir(d.tokenizer):
+    raise FileNotFoundError(f"config.data.tokenizer: {d.tokenizer} is not a directory")
   syn = d.synthetic
-  if syn.num_train > 0:
+  if syn.num_train > 0 and not train:
     train = os.path.join(data_dir, "train.jsonl")
-    heldout = os.path.join(data_dir, "eval.jsonl") if syn.num_eval > 0 else ""
+    heldout = heldout or (os.path.join(data_dir, "eval.jsonl") if syn.num_eval > 0 else "")
     # Every process writes the same files (the generator is a pure function of its
     # flags); only process 0 does on a shared filesystem.
     if not os.path.exists(train) and jax.process_index() == 0:
       synthetic.generate(data_dir, syn.num_train, config.seed, split="train",
                          shortcut=syn.shortcut)  # fmt: skip
-      if syn.num_eval > 0:
+      if syn.num_eval > 0 and not d.eval:
         synthetic.generate(data_dir, syn.num_eval, config.seed + 1, split="eval", pairs=True)
   if not train:
     raise ValueError("config.data.train is empty and no synthetic world was asked for")
@@ -132,6 +142,24 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
     tok_dir,
     lambda: make_loader(config, train, tokenizer, pad_id, train=True),
   )
+
+
+def describe_inputs(config: ml_collections.ConfigDict, data: RunData) -> list[str]:
+  """The console lines that say what a run trains on: data files, tokenizer, model."""
+
+  def where(path: str, given: str) -> str:
+    if not path:
+      return "(none)"
+    return os.path.abspath(path) + ("" if given else " (synthetic world)")
+
+  m = config.model
+  model = f"{m.init_from} ({m.dtype})" if m.init_from else f"random init, preset {m.preset}"
+  return [
+    f"data.train:  {where(data.train_path, config.data.train)}",
+    f"data.eval:   {where(data.eval_path, config.data.eval)}",
+    f"tokenizer:   {os.path.abspath(data.tokenizer_dir)}",
+    f"model:       {model}",
+  ]
 
 
 def build_model(config: ml_collections.ConfigDict, mesh):

@@ -170,3 +170,38 @@ def test_example_beyond_the_largest_bucket(world, tmp_path, caplog):
     loader, batches = _run(world, tmp_path, patch_buckets=(32,))
   assert batches == [] and dict(loader.stats.skipped) == {"too_long": 2}
   assert "pixel rows exceed the largest bucket 32" in caplog.text
+
+
+# Real footage (tests/data/real_clips.py): the same failures on camera and animation
+# clips with real H.264 streams, and a good real clip is used.
+
+
+def _corrupt_copy(src, dst, lo=0.3, hi=0.7, seed=0):
+  """`src` with the bytes between fractions lo and hi of its length overwritten."""
+  with open(src, "rb") as f:
+    data = bytearray(f.read())
+  a, b = int(len(data) * lo), int(len(data) * hi)
+  data[a:b] = np.random.default_rng(seed).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+  with open(dst, "wb") as f:
+    f.write(bytes(data))
+  return str(dst)
+
+
+def test_truncated_real_clip(world, tmp_path, caplog):
+  from tests.data import real_clips
+
+  cut = media.truncate_file(real_clips.path("bikes.mp4"), tmp_path / "bikes_cut.mp4", 0.5)
+  _check_skipped(world, tmp_path, caplog, cut, "unreadable_container")  # moov is at the end
+
+
+def test_corrupted_real_clip(world, tmp_path, caplog):
+  from tests.data import real_clips
+
+  bad = _corrupt_copy(real_clips.path("carphone_pristine.mp4"), tmp_path / "carphone_bad.mp4")
+  _check_skipped(world, tmp_path, caplog, bad, "corrupt_video")
+
+
+def test_real_clip_is_used(world, tmp_path):
+  from tests.data import real_clips
+
+  _check_used(world, tmp_path, real_clips.path("carphone_pristine.mp4"))

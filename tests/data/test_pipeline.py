@@ -174,3 +174,41 @@ def test_arrayrecord_source_gives_the_same_examples(world, tmp_path):
   for b in batches:
     for i, ex_id in enumerate(b["id"]):
       assert b["answer_letter"][i] == from_jsonl[ex_id].answer
+
+
+def test_null_option_is_added_exactly_once_on_every_path(world, tmp_path):
+  """Data that already lists "None of the above" last gets no second one (issue 15 item 10)."""
+  from crpo_jax.data import prompts
+  from crpo_jax.eval import items as eval_items
+  from crpo_jax.eval import prompts as eval_prompts
+
+  path, tok = world
+  with open(path, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  with_null = tmp_path / "with_null.jsonl"
+  with open(with_null, "w", encoding="utf-8") as f:
+    for r in rows:
+      video = os.path.join(os.path.dirname(path), r["video"])
+      f.write(json.dumps(dict(r, options=[*r["options"], "None of the above"], video=video)))
+      f.write("\n")
+  plain = {ex.id: ex for ex in records.read_records(path)}
+  loaded = {ex.id: ex for ex in records.read_records(str(with_null))}
+  assert {i: e.options for i, e in loaded.items()} == {i: e.options for i, e in plain.items()}
+  for ex in loaded.values():
+    text = prompts.prompt_text(ex.question, ex.options, add_null_option=True)
+    assert text.count(prompts.NULL_OPTION) == 1
+    item = eval_items.EvalItem(
+      id=ex.id,
+      video=ex.video,
+      question=ex.question,
+      options=[*ex.options, prompts.NULL_OPTION],
+      answer=ex.answer,
+      fmt="mcq",
+    )
+    assert eval_prompts.dybench_prompt(item).user.count(prompts.NULL_OPTION) == 1
+  cfg = _cfg(pad_id=tok.pad_token_id, drop_remainder=False)
+  loader = pipeline.make_loader(str(with_null), cfg, pipeline.QwenProcessor(tok))
+  for b in loader:
+    for i, ex_id in enumerate(b["id"]):
+      if b["valid"][i]:
+        assert b["num_options"][i] == len(plain[ex_id].options) + 1

@@ -187,3 +187,15 @@ def test_video_r1_reads_the_route_the_router_wrote(tmp_path):
   good, bad = list(iter_records(str(path)))
   assert isinstance(good, Example) and good.route == "temporal"
   assert type(bad) is RecordError and bad.field == "route"
+
+
+def test_null_option_in_the_data_is_dropped_once_or_refused(tmp_path):
+  last = dict(GOOD, options=["left", "right", "None of the above"], answer="C")
+  (ex,) = read_records(_write_jsonl(tmp_path, [last]))
+  assert ex.options == ("left", "right") and ex.answer == "C"  # C names the appended null option
+  middle = dict(GOOD, options=["left", "None of the above", "right"])
+  (err,) = list(iter_records(_write_jsonl(tmp_path, [middle], "m.jsonl")))
+  assert isinstance(err, RecordError) and err.field == "options" and "last option" in str(err)
+  only_null = dict(GOOD, options=["left", "None of the above"], answer="A")
+  (err,) = list(iter_records(_write_jsonl(tmp_path, [only_null], "o.jsonl")))
+  assert err.field == "options" and "besides the null option" in str(err)

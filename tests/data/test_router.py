@@ -188,13 +188,15 @@ def test_label_file_jsonl_with_http_backend_and_cache(server, tmp_path):
   counts = router.label_file(str(src), str(dst), _router(server, "good"), concurrency=4)
   assert src.read_bytes() == before  # the input is never modified
   out = [json.loads(line) for line in dst.read_text().splitlines()]
-  assert [r["route"] for r in out] == ["spatial", "static", "spatial"]
+  assert [r["route"] for r in out] == ["spatial", "temporal", "spatial"]  # kept by default
   assert [{k: v for k, v in r.items() if k != "route"} for r in out] == [
     {k: v for k, v in r.items() if k != "route"} for r in RECORDS
   ]
-  assert counts["routed"] == 2 and _Handler.calls["good"] == 2  # one call per distinct question
+  # One call per distinct question; the labelled record is not sent (no --overwrite).
+  assert counts["questions_routed"] == 1 and _Handler.calls["good"] == 1
+  assert counts["records"] == 3 and counts["spatial"] == 2 and counts["temporal"] == 1
   cache = json.loads((tmp_path / "out.jsonl.route_cache.json").read_text())
-  assert cache["backend"] == "openai:r1" and len(cache["routes"]) == 2
+  assert cache["backend"] == "openai:r1" and len(cache["routes"]) == 1
   # A rerun is served by the cache: no request at all.
   counts = router.label_file(
     str(src),
@@ -202,13 +204,25 @@ def test_label_file_jsonl_with_http_backend_and_cache(server, tmp_path):
     _router(server, "good"),
     cache_path=str(tmp_path / "out.jsonl.route_cache.json"),
   )
-  assert counts["routed"] == 0 and counts["cached"] == 3 and _Handler.calls["good"] == 2
-  # keep_existing leaves routes already present.
-  kw_cache = str(tmp_path / "kw.json")
-  router.label_file(
-    str(src), str(dst), router.KeywordRouter(), keep_existing=True, cache_path=kw_cache
-  )
-  assert json.loads(dst.read_text().splitlines()[1])["route"] == "temporal"
+  assert counts["questions_routed"] == 0 and counts["questions_cached"] == 1
+  assert _Handler.calls["good"] == 1
+  # --overwrite routes the labelled record too, replaces its route and reports it.
+  counts = router.label_file(str(src), str(dst), _router(server, "good"), overwrite=True)
+  assert json.loads(dst.read_text().splitlines()[1])["route"] == "static"
+  assert counts["overwritten"] == 1 and counts["disagreements"] == 1
+  report = [
+    json.loads(x)
+    for x in (tmp_path / "out.jsonl.route_disagreements.jsonl").read_text().splitlines()
+  ]
+  assert report == [
+    {
+      "id": "b",
+      "question": "What colour is it?",
+      "existing": "temporal",
+      "proposed": "static",
+      "applied": True,
+    }
+  ]
   assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")]  # no temp files left
 
 
@@ -226,7 +240,7 @@ def test_label_file_video_r1_json_and_cli(tmp_path):
   counts = router.main(["--input", str(src), "--output", str(dst), "--backend", "keyword"])
   out = json.loads(dst.read_text())
   assert out[0]["route"] == "temporal" and "route" not in out[1]
-  assert counts == {"temporal": 1, "unlabelled": 1, "cached": 0, "routed": 1}
+  assert counts == {"records": 2, "temporal": 1, "unlabelled": 1, "added": 1, "disagreements": 0}
 
 
 def test_label_file_refuses_in_place_and_foreign_cache(tmp_path):
@@ -234,9 +248,7 @@ def test_label_file_refuses_in_place_and_foreign_cache(tmp_path):
   _write_jsonl(src, RECORDS)
   with pytest.raises(ValueError, match="never modified"):
     router.label_file(str(src), str(src), router.KeywordRouter())
-  router.label_file(
-    str(src), str(tmp_path / "o.jsonl"), router.KeywordRouter(), cache_path=str(tmp_path / "c.json")
-  )
+  (tmp_path / "c.json").write_text(json.dumps({"backend": "openai:other", "routes": {}}))
   with pytest.raises(ValueError, match="backend"):
     router.label_file(
       str(src),
@@ -290,3 +302,117 @@ class _NoFallback:
 
   def __init__(self, local):
     self.reply, self.fallback, self.stats = local.reply, None, local.stats
+
+
+def test_keyword_rules_agree_with_every_synthetic_family(tmp_path):
+  """The generator's labels are the truth for its own questions: 100% agreement.
+
+  Over a world large enough to hold every family and variant (up/down and
+  left/right motion, grow/fill/appear, colour/shape/count), with the null option
+  dropped from some option lists, routed from a file with the routes removed.
+  """
+  from crpo_jax.data import synthetic
+
+  records = []
+  for i in range(400):
+    rec = synthetic.make_clip(i, 3, split="train", null_cf=0.5)[1]
+    records.append(dict(rec, video=f"{rec['id']}.mp4"))
+  variants = {(r["category"], r["route"], " ".join(r["question"].split()[:2])) for r in records}
+  assert {v[:2] for v in variants} == {
+    ("moving_direction", "spatiotemporal"),
+    ("moving_direction", "temporal"),
+    ("reversible_dynamics", "temporal"),
+    ("event_order", "temporal"),
+    ("spatial_relation", "spatial"),
+    ("static", "static"),
+  }
+  assert (
+    len({v for v in variants if v[0] == "reversible_dynamics"}) == 3
+  )  # How does / What happens / What does
+  src, dst = tmp_path / "world.jsonl", tmp_path / "routed.jsonl"
+  _write_jsonl(src, [{k: v for k, v in r.items() if k != "route"} for r in records])
+  counts = router.main(["--input", str(src), "--output", str(dst)])
+  routed = [json.loads(line)["route"] for line in dst.read_text().splitlines()]
+  wrong = [(r["question"], r["route"], got) for r, got in zip(records, routed) if got != r["route"]]
+  assert wrong == []
+  assert counts["records"] == counts["added"] == 400
+  assert sum(counts[r] for r in router.ROUTES) == 400  # stats count records, not questions
+
+
+def test_existing_routes_kept_and_disagreements_reported(tmp_path, capsys):
+  records = [
+    dict(RECORDS[0], route="static"),  # the keywords say spatial
+    dict(RECORDS[1], route="static"),  # agrees
+    {k: v for k, v in RECORDS[2].items()},  # no route
+  ]
+  src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+  _write_jsonl(src, records)
+  counts = router.main(["--input", str(src), "--output", str(dst)])
+  assert [json.loads(x)["route"] for x in dst.read_text().splitlines()] == [
+    "static",
+    "static",
+    "spatial",
+  ]
+  assert counts["kept"] == 2 and counts["added"] == 1 and counts["disagreements"] == 1
+  err = capsys.readouterr().err
+  assert "1 existing routes differ" in err and "a: static -> spatial" in err
+  assert "--overwrite" in err
+  report = str(dst) + ".route_disagreements.jsonl"
+  assert json.loads(open_text(report))["applied"] is False
+  counts = router.main(["--input", str(src), "--output", str(dst), "--overwrite"])
+  assert json.loads(dst.read_text().splitlines()[0])["route"] == "spatial"
+  assert counts["overwritten"] == 1 and json.loads(open_text(report))["applied"] is True
+  # Once the file agrees, the stale report goes.
+  router.main(["--input", str(dst), "--output", str(tmp_path / "again.jsonl")])
+  assert not os.path.exists(str(tmp_path / "again.jsonl") + ".route_disagreements.jsonl")
+
+
+def test_api_key_from_environment_only_and_never_written(server, tmp_path, monkeypatch, capsys):
+  """Issue 14 item 10: the key is sent, and appears in no file the run writes."""
+  secret = "sk-test-5f1c0ffee0ddba11"
+  seen = []
+  original = _Handler.do_POST
+
+  def spy(self):
+    seen.append(self.headers.get("Authorization"))
+    original(self)
+
+  monkeypatch.setattr(_Handler, "do_POST", spy)
+  monkeypatch.setenv("CRPO_ROUTER_KEY", secret)
+  src, out_dir = tmp_path / "in.jsonl", tmp_path / "out"
+  out_dir.mkdir()
+  _write_jsonl(src, [dict(RECORDS[0], route="static"), RECORDS[1]])
+  args = ["--input", str(src), "--output", str(out_dir / "o.jsonl"), "--backend", "openai"]
+  args += ["--base-url", f"{server}/good/v1", "--model", "r1", "--api-key-env", "CRPO_ROUTER_KEY"]
+  router.main([*args, "--overwrite"])
+  assert seen and set(seen) == {f"Bearer {secret}"}
+  with pytest.raises(SystemExit):  # there is no flag that takes the key itself
+    router.main([*args, "--api-key", secret])
+  printed = capsys.readouterr()
+  written = sorted(p for p in out_dir.rglob("*") if p.is_file())
+  assert {p.name for p in written} >= {
+    "o.jsonl",
+    "o.jsonl.route_cache.json",
+    "o.jsonl.route_disagreements.jsonl",
+  }
+  for p in written:
+    assert secret not in p.read_text(), p
+  assert secret not in printed.out + printed.err
+  assert secret not in repr(router.make_router(router_args(args)))
+
+
+def open_text(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def router_args(argv):
+  """The argparse namespace `main` builds, for make_router."""
+  import argparse
+
+  p = argparse.ArgumentParser()
+  for flag in ("--input", "--output", "--backend", "--base-url", "--model", "--api-key-env"):
+    p.add_argument(flag)
+  ns = p.parse_args(argv)
+  ns.timeout, ns.retries, ns.max_tokens, ns.no_fallback = 1.0, 0, None, False
+  return ns

@@ -111,9 +111,14 @@ def test_counterfactual_answer_rules():
 
 
 def test_null_option_and_letters():
-  assert tf.append_null_option(["red", "blue"]) == ("red", "blue", "None of the above")
-  with pytest.raises(ValueError, match="already contain"):
-    tf.append_null_option(["red", "none of the above"])
+  from crpo_jax.data.prompts import with_null_option
+
+  assert with_null_option(["red", "blue"]) == ("red", "blue", "None of the above")
+  # Exactly once: a list that already ends with it is unchanged (same letter either way).
+  assert with_null_option(["red", "none of the above"]) == ("red", "none of the above")
+  for bad in (["None of the above", "red"], ["red", "None of the above", "none of the above"]):
+    with pytest.raises(ValueError, match="only be the last option, once"):
+      with_null_option(bad)
   assert tf.letter(2) == "C" and tf.letter_index(" c ") == 2
   with pytest.raises(ValueError):
     tf.letter_index("AB")

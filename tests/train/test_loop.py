@@ -83,3 +83,27 @@ def test_export_gives_trained_logits(full_run, tmp_path):
   got = R.hf_logits(hf, inputs)
   assert_close(got, want, rtol=1e-5, err_msg="export vs restore")
   assert transformers.AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<think>") == 151667
+
+
+def test_evaluate_cli_takes_the_workdir(full_run, tmp_path):
+  """`python -m crpo_jax.evaluate --config.model=WORKDIR` evaluates the latest checkpoint."""
+  import json
+  import subprocess
+  import sys
+
+  workdir, _ = full_run
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cmd = [sys.executable, "-m", "crpo_jax.evaluate", f"--config={repo}/configs/eval.py:cpu"]
+  cmd += ["--config.benchmark=dybench", f"--config.data={workdir}/data/eval.jsonl"]
+  cmd += [f"--config.model={workdir}", "--config.limit=2", "--config.max_new_tokens=4"]
+  cmd += ["--config.baselines=", "--config.mesh.data=2", "--config.mesh.fsdp=4"]
+  env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+    cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  exported = os.path.join(workdir, "export", "step_4")
+  assert f"model: {exported}" in proc.stdout
+  out = tmp_path / "eval_results" / "dybench" / os.path.basename(workdir)
+  results = json.loads((out / "results.json").read_text())
+  assert results["n_items"] == 2 and results["model"] == exported
