@@ -216,7 +216,7 @@ def test_sampling_never_emits_placeholder_ids():
 def test_nonfinite_update_is_skipped():
   """A NaN in one micro-batch leaves parameters and optimiser moments unchanged and is
   counted; the next finite batch updates again."""
-  config, _, _, state, learner = _small_setup(
+  _, _, _, state, learner = _small_setup(
     "grpo", **{"loss.beta": 0.0, "batch.micro_rollouts": 4, "optim.warmup_steps": 0}
   )
   batch = _batch()
