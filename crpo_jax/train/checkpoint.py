@@ -203,23 +203,27 @@ class PreemptionWatcher:
     os.set_blocking(write_fd, False)
     self._pipe = (read_fd, write_fd)
     self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    threading.Thread(target=self._watch, args=(read_fd,), daemon=True).start()
+    self._thread = threading.Thread(target=self._watch, args=(read_fd,), daemon=True)
+    self._thread.start()
 
   def _handle(self, signum, frame):
-    """The Python-level handler: the watcher thread has already seen the signal."""
+    """The Python-level handler (main thread, once it runs Python again).
+
+    It only raises the flag; the watcher thread, which saw the same signal through
+    the wakeup pipe, counts it, reports it and starts the grace timer.
+    """
     del signum, frame
-    if self._pipe is None:  # no wakeup pipe (not installed from the main thread)
-      self._on_signal(signal.SIGTERM)
+    self._event.set()
 
   def _watch(self, read_fd: int) -> None:
     while True:
       try:
         data = os.read(read_fd, 64)
-      except OSError:  # closed by restore_handlers
-        return
-      if not data:
+      except OSError:
         return
       for signum in data:
+        if signum == _STOP_WATCHING:  # restore_handlers: this watcher is done
+          return
         if signum in self._signals:
           self._on_signal(signum)
 
@@ -279,9 +283,16 @@ class PreemptionWatcher:
     self._previous = {}
     if self._pipe is not None:
       signal.set_wakeup_fd(self._previous_fd)
+      # Wake the thread and let it end before the descriptors (whose numbers the
+      # next watcher may reuse) are closed.
+      os.write(self._pipe[1], bytes([_STOP_WATCHING]))
+      self._thread.join(timeout=5)
       for fd in self._pipe:
         os.close(fd)
       self._pipe = None
+
+
+_STOP_WATCHING = 0  # not a signal number
 
 
 def _stderr(msg: str) -> None:
