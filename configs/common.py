@@ -37,6 +37,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.max_pixels = 128 * 32 * 32  # pixels per frame (~128 merged tokens; factor 32)
   c.data.shuffle = True  # shuffle training records each epoch (seeded)
   c.data.num_workers = 0  # grain worker processes (0 = in-process, deterministic)
+  # Records skipped in a row without a batch before the run stops (bad data / video_root).
+  c.data.max_consecutive_skips = 1000
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_train = 0  # >0: generate a synthetic world into workdir/data
   c.data.synthetic.num_eval = 0  # held-out synthetic examples (paired)
@@ -112,6 +114,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.keep_ckpts = 3  # checkpoints kept on disk
   c.async_ckpt = True  # save in the background while training continues
   c.export_at_end = True  # write an HF directory into workdir/hf at the end
+  c.max_nonfinite_steps = 3  # skipped (NaN/Inf) updates in a row before the run stops
+  c.preempt_grace_s = 60.0  # after SIGTERM/SIGINT: exit unsaved if no step ends in this time
+  c.allow_config_change = False  # resume even if the config changes what was trained
   return c
 
 

@@ -13,11 +13,16 @@ environment says the job spans several processes:
   - Explicit: `JAX_COORDINATOR_ADDRESS` (host:port), `JAX_NUM_PROCESSES` and
     `JAX_PROCESS_ID` (any launcher, e.g. Kubernetes / Open MPI wrappers).
 `--nodistributed` skips it (e.g. several independent single-host jobs).
+
+Exit codes: 0 the run finished; 75 (`checkpoint.PREEMPTED_EXIT_CODE`) it stopped
+early on SIGTERM / SIGINT and a rerun of the same command resumes; 1 an error that
+a rerun will not fix (bad config, data, workdir, non-finite training).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -30,6 +35,8 @@ _DISTRIBUTED = flags.DEFINE_bool(
   "distributed", True, "Call jax.distributed.initialize() when the environment is multi-process."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_ERROR = 1  # an error that rerunning will not fix (message on stderr)
 
 
 def multiprocess_env(env: dict[str, str] | None = None) -> str | None:
@@ -76,9 +83,21 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if _DISTRIBUTED.value:
     initialize_distributed()
-  from crpo_jax.train import loop  # imported after distributed init
+  from crpo_jax.data import pipeline  # imported after distributed init
+  from crpo_jax.train import checkpoint, loop, setup
 
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    summary = loop.run(_CONFIG.value, _WORKDIR.value)
+  except (
+    setup.PreflightError,
+    setup.ResumeConfigError,
+    pipeline.BadDataError,
+    loop.NonFiniteError,
+  ) as e:  # a clear one-paragraph error, no traceback
+    print(f"crpo_jax: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_ERROR)
+  if summary["status"] == "preempted":
+    sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

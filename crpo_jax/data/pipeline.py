@@ -33,6 +33,7 @@ number of examples per epoch.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,8 @@ class PipelineConfig:
   patch_buckets: Sequence[int] | None = None  # pixel-row buckets
   patch_multiple: int = 256  # geometric pixel-row buckets when patch_buckets is None
   pad_id: int = 0  # token id written into padding slots
+  max_consecutive_skips: int = 1000  # skipped records in a row without a batch -> BadDataError
+  skip_report_every: int = 16  # the batcher hands skips to the main process this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +111,19 @@ def classify(err: Exception) -> str:
   return "corrupt_video"
 
 
+class BadDataError(RuntimeError):
+  """The input pipeline skipped so many records in a row that no batch can be made."""
+
+
+_FULL_SKIP_WARNINGS = 20  # skips logged one by one; after that, a summary every 10 s
+
+
 class PipelineStats:
-  """Counts of used and skipped examples, by reason (main process)."""
+  """Counts of used and skipped examples, by reason (main process).
+
+  Each skip is logged as it is counted: the first ones in full, then a summary of
+  the counts at most every 10 seconds, so a noisy dataset cannot flood the log.
+  """
 
   def __init__(self):
     self.used = 0
@@ -117,7 +131,16 @@ class PipelineStats:
 
   def skip(self, s: Skipped) -> None:
     self.skipped[s.reason] += 1
-    logging.warning("skipped %s (video %s): %s: %s", s.source, s.video, s.reason, s.detail)
+    total = sum(self.skipped.values())
+    if total <= _FULL_SKIP_WARNINGS:
+      logging.warning("skipped %s (video %s): %s: %s", s.source, s.video, s.reason, s.detail)
+      if total == _FULL_SKIP_WARNINGS:
+        logging.warning("further skips are summarised every 10 s")
+    else:
+      logging.log_every_n_seconds(
+        logging.WARNING, "skipped %d records so far %s; latest %s: %s", 10,
+        total, dict(self.skipped), s.source, s.reason,
+      )  # fmt: skip
 
   def state(self) -> dict[str, Any]:
     return {"used": self.used, "skipped": dict(self.skipped)}
@@ -298,32 +321,54 @@ def collate(items: Sequence[Mapping[str, Any]], cfg: PipelineConfig) -> dict[str
 
 
 class _SkipBatchIterator(grain.DatasetIterator):
-  """Batches good items; `Skipped` markers ride along in `batch['skipped']`."""
+  """Batches good items; `Skipped` markers ride along in `batch['skipped']`.
+
+  Every `skip_report_every` skips without a full batch, the skips go out alone
+  (`{'skipped': [...]}`), so the main process logs them as they happen and can stop
+  a run whose records are all bad; the good items gathered so far stay buffered.
+  The state is that of the parent where the unfinished batch began, so a restore
+  reads those items again.
+  """
 
   def __init__(self, parent: grain.DatasetIterator, cfg: PipelineConfig):
     super().__init__(parent)
     self._cfg = cfg
+    self._good: list[Any] = []
+    self._batch_start: Any = None  # parent state where the buffered items began
 
   def __next__(self) -> dict[str, Any]:
-    good, skipped = [], []
-    while len(good) < self._cfg.batch_size:
+    skipped = []
+    while len(self._good) < self._cfg.batch_size:
+      if not self._good and self._batch_start is None:
+        self._batch_start = self._parent.get_state()
       try:
         x = next(self._parent)
       except StopIteration:
-        if good and not self._cfg.drop_remainder:
+        if self._good and not self._cfg.drop_remainder:
           break
         if skipped:  # report trailing skips before the end
           return {"skipped": skipped}
         raise
-      (skipped if isinstance(x, Skipped) else good).append(x)
-    batch = collate(good, self._cfg)
+      if isinstance(x, Skipped):
+        skipped.append(x)
+        if len(skipped) >= self._cfg.skip_report_every:
+          if not self._good:
+            self._batch_start = None  # nothing buffered: the parent's state is exact
+          return {"skipped": skipped}
+      else:
+        self._good.append(x)
+    batch = collate(self._good, self._cfg)
+    self._good, self._batch_start = [], None
     batch["skipped"] = skipped
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return self._parent.get_state()  # nothing is buffered between batches
+    if self._good:
+      return copy.deepcopy(self._batch_start)
+    return self._parent.get_state()
 
   def set_state(self, state: dict[str, Any]) -> None:
+    self._good, self._batch_start = [], None
     self._parent.set_state(state)
 
 
@@ -337,11 +382,24 @@ class _SkipBatchDataset(grain.IterDataset):
 
 
 class Loader:
-  """Iterator over batches; counts skips in `stats`; resumable with get/set_state."""
+  """Iterator over batches; counts skips in `stats`; resumable with get/set_state.
 
-  def __init__(self, dataset: grain.IterDataset, stats: PipelineStats):
+  Raises `BadDataError` once `max_consecutive_skips` records in a row were skipped
+  without a batch (a source that repeats forever would otherwise spin silently).
+  """
+
+  def __init__(
+    self,
+    dataset: grain.IterDataset,
+    stats: PipelineStats,
+    *,
+    max_consecutive_skips: int = 1000,
+    name: str = "the data",
+  ):
     self.stats = stats
     self._it = iter(dataset)
+    self._max_skips, self._name = int(max_consecutive_skips), name
+    self._in_a_row: list[Skipped] = []
 
   def __iter__(self) -> Loader:
     return self
@@ -351,9 +409,24 @@ class Loader:
       batch = next(self._it)
       for s in batch.pop("skipped"):
         self.stats.skip(s)
+        self._in_a_row.append(s)
       if "orig" in batch:
         self.stats.used += int(batch["valid"].sum())
+        self._in_a_row = []
         return batch
+      if len(self._in_a_row) >= self._max_skips:
+        raise BadDataError(self._bad_data_message())
+
+  def _bad_data_message(self) -> str:
+    skips = self._in_a_row
+    reasons = collections.Counter(s.reason for s in skips)
+    first = list(dict.fromkeys(f"{s.source} (video {s.video}): {s.reason}" for s in skips))[:5]
+    return (
+      f"{self._name}: {len(skips)} records in a row were skipped without making a batch "
+      f"(data.max_consecutive_skips={self._max_skips}); by reason: {dict(reasons)}; "
+      f"first: {'; '.join(first)}; details: {skips[0].detail}. Check the data with: "
+      f"python -m crpo_jax.data.validate {self._name}"
+    )
 
   def get_state(self) -> dict[str, Any]:
     return {"grain": self._it.get_state(), "stats": self.stats.state()}
@@ -410,9 +483,18 @@ def make_loader(
   stats = PipelineStats()
   from_source = None
   if isinstance(data, str):
+    name = data
     data, from_source, bad = open_source(data, split=split, video_root=video_root)
     for s in bad:
       stats.skip(s)
+    if len(data) == 0:
+      detail = f": {len(bad)} malformed, first {bad[0].detail}" if bad else ""
+      raise BadDataError(
+        f"{name}: no usable record{detail}. Check the data with: "
+        f"python -m crpo_jax.data.validate {name}"
+      )
+  else:
+    name = type(data).__name__
   ds = grain.MapDataset.source(data)
   shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
   if shard.drop_remainder:
@@ -432,4 +514,4 @@ def make_loader(
         num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size
       )
     )
-  return Loader(it_ds, stats)
+  return Loader(it_ds, stats, max_consecutive_skips=cfg.max_consecutive_skips, name=name)

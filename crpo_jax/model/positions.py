@@ -11,6 +11,11 @@ h' = h / merge, w' = w / merge. Videos are split into one block per temporal gro
 makes the result independent of the video prompt layout (4.57 or 5.x).
 
 Grid arrays have static shapes; an all-zero grid row is padding and is skipped.
+
+`text_from` marks where generated text begins (the completion after a prompt):
+tokens from there on are text whatever their id, so a sampled placeholder id gets
+the position `decode_step` gave it, and positions of completion tokens never depend
+on which tokens were sampled.
 """
 
 from __future__ import annotations
@@ -53,11 +58,13 @@ def get_rope_index(
   image_grid_thw: Int[Array, "ni 3"] | None,
   video_grid_thw: Int[Array, "nv 3"] | None,
   config: Qwen3VLConfig,
+  text_from: int | None = None,
 ) -> tuple[Int[Array, "3 B L"], Int[Array, " B"]]:
   """MRoPE positions [3, B, L] (0 at padding) and deltas [B] = max + 1 - valid length.
 
   The next token after a prompt of row b has position `deltas[b] + valid_length[b]`
-  on all three rows.
+  on all three rows. Tokens at index >= `text_from` (static) are text whatever
+  their id (module docstring).
   """
   ids = jnp.asarray(input_ids, jnp.int32)
   b, length = ids.shape
@@ -66,8 +73,10 @@ def get_rope_index(
   )
   merge = config.vision.spatial_merge_size
   kind = jnp.where(ids == config.image_token_id, 1, jnp.where(ids == config.video_token_id, 2, 0))
-  kind = jnp.where(valid, kind, -1)  # -1: padding, ignored
   idx = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+  if text_from is not None:
+    kind = jnp.where(idx >= text_from, 0, kind)
+  kind = jnp.where(valid, kind, -1)  # -1: padding, ignored
 
   # Kind of the previous attended token in the row (padding is skipped over).
   last_valid = jax.lax.cummax(jnp.where(valid, idx, -1), axis=1)

@@ -98,8 +98,12 @@ class Qwen3VL(nnx.Module):
     image_grid_thw=None,
     pixel_values_videos=None,
     video_grid_thw=None,
+    text_from: int | None = None,
   ) -> tuple[Float[Array, "B T D"], DeepStack | None]:
-    """Token embeddings with visual features spliced in, and the DeepStack features."""
+    """Token embeddings with visual features spliced in, and the DeepStack features.
+
+    Tokens at index >= `text_from` are text whatever their id (positions.py).
+    """
     cfg = self.config
     x_BTD = self.language_model.embed_tokens(input_ids)
     tables, levels = [], []
@@ -115,6 +119,8 @@ class Qwen3VL(nnx.Module):
       if grid is None:
         raise ValueError(f"crpo_jax/model/vlm.py: {name} given without its grid_thw")
       is_token = input_ids == token_id
+      if text_from is not None:
+        is_token = is_token & (jnp.arange(input_ids.shape[1]) < text_from)[None, :]
       unit = cfg.vision.spatial_merge_size**2
       if _concrete(input_ids, grid):  # eager calls get a clear error; jit cannot raise
         want = int(np.prod(np.asarray(grid), axis=-1).sum()) // unit
@@ -151,16 +157,23 @@ class Qwen3VL(nnx.Module):
     image_grid_thw=None,
     pixel_values_videos=None,
     video_grid_thw=None,
+    text_from: int | None = None,
     **unused_processor_keys,
   ) -> Float[Array, "B L D"]:
-    """Final-normed hidden states [B, L, D] in the compute dtype (no cache)."""
+    """Final-normed hidden states [B, L, D] in the compute dtype (no cache).
+
+    `text_from` (static): where generated text begins; tokens from there on are
+    text whatever their id, as `decode_step` treats them (positions.py).
+    """
     del unused_processor_keys  # e.g. mm_token_type_ids: token types come from the ids
     ids = _ids("input_ids", input_ids, 2)
     mask = jnp.ones(ids.shape, bool) if attention_mask is None else jnp.asarray(attention_mask) != 0
     image_grid = _ids("image_grid_thw", image_grid_thw, 2)
     video_grid = _ids("video_grid_thw", video_grid_thw, 2)
-    positions, _ = get_rope_index(ids, mask, image_grid, video_grid, self.config)
-    x_BTD, deepstack = self.embed(ids, pixel_values, image_grid, pixel_values_videos, video_grid)
+    positions, _ = get_rope_index(ids, mask, image_grid, video_grid, self.config, text_from)
+    x_BTD, deepstack = self.embed(
+      ids, pixel_values, image_grid, pixel_values_videos, video_grid, text_from
+    )
     query_slot = jnp.arange(ids.shape[1], dtype=jnp.int32)
     hidden, _ = self.language_model(x_BTD, positions, mask, query_slot, deepstack)
     return hidden

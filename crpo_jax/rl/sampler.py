@@ -196,8 +196,15 @@ class Sampler:
     ids = batch["input_ids"].astype(jnp.int32)
     rows, prompt_len = ids.shape
     G, T = s.num_samples, s.max_new_tokens
+    # A sampled vision placeholder id would be a visual token to the teacher-forced
+    # forward but text to decode_step: never draw one (sampling_ops.py).
+    placeholders = (self.config.image_token_id, self.config.video_token_id)
     sample = functools.partial(
-      sample_logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p
+      sample_logits,
+      temperature=s.temperature,
+      top_k=s.top_k,
+      top_p=s.top_p,
+      banned_ids=placeholders,
     )
     eos = jnp.asarray(s.eos_ids, jnp.int32)
 

@@ -11,6 +11,10 @@ Log-prob convention (what the learner uses as the old policy's log-probs):
     at the same temperature gives, as TRL and veRL compute it. At the default
     temperature 1.0 it is the policy's own log-prob.
   * greedy (temperature 0): raw `log_softmax(logits)[token]`.
+
+Banned ids (the vision placeholder ids: a completion must never hold one) are never
+drawn, greedy included; like top-k, the ban restricts the draw only, and the
+returned log-prob stays that of the untruncated distribution.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def sample_logits(
   temperature: float = 0.0,
   top_k: int = 0,
   top_p: float = 1.0,
+  banned_ids: tuple[int, ...] = (),
 ) -> tuple[Int[Array, " B"], Float[Array, " B"]]:
   """Draws one token per row and returns it with its log-prob (module docstring).
 
@@ -73,6 +78,7 @@ def sample_logits(
     temperature: 0 selects greedy argmax (rng unused).
     top_k: keep only the k most probable tokens (0 = all).
     top_p: nucleus mass (1.0 = all).
+    banned_ids: token ids never drawn (module docstring).
 
   Returns:
     (tokens int32 [B], logprobs float32 [B]).
@@ -81,22 +87,30 @@ def sample_logits(
     raise ValueError(f"temperature must be >= 0, got {temperature}")
   logits = logits.astype(jnp.float32)
   if temperature == 0.0:
-    tokens = first_argmax(logits)
+    tokens = first_argmax(ban(logits, banned_ids))
     return tokens, token_logprobs(logits, tokens)
   scaled = logits / temperature
+  drawable = ban(scaled, banned_ids)
   if 0 < top_k < scaled.shape[-1]:
     # Candidate path: draw among the k best only (sorted), so top-p needs no full
     # sort and the Gumbel noise covers k values instead of the vocabulary. Same
     # order as HF: top-k before top-p.
-    values, index = jax.lax.top_k(scaled, top_k)
+    values, index = jax.lax.top_k(drawable, top_k)
     values = _nucleus_sorted(values, top_p) if top_p < 1.0 else values
     choice = first_argmax(values + jax.random.gumbel(rng, values.shape, jnp.float32))
     tokens = jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
   else:
-    filtered = top_p_mask(scaled, top_p)
+    filtered = top_p_mask(drawable, top_p)
     # Gumbel-max, as jax.random.categorical, but with the two-pass argmax below.
     tokens = first_argmax(filtered + jax.random.gumbel(rng, filtered.shape, jnp.float32))
   return tokens, token_logprobs(scaled, tokens)
+
+
+def ban(logits: Float[Array, "B V"], ids: tuple[int, ...]) -> Float[Array, "B V"]:
+  """Sets the logits of `ids` to -inf (no-op when empty)."""
+  if not ids:
+    return logits
+  return logits.at[..., jnp.asarray(ids, jnp.int32)].set(_NEG_INF)
 
 
 def first_argmax(x: Float[Array, "B V"]) -> Int[Array, " B"]:

@@ -9,15 +9,23 @@ A killed and resumed run therefore draws the same batches and the same sampling
 keys as one that never stopped.
 
 Preemption: `PreemptionWatcher` turns SIGTERM (what TPU VMs, GKE and SLURM send
-before killing a job) into a flag the loop polls once per step; the loop then
-saves synchronously and exits. On several hosts, `jax.distributed`'s preemption
-sync point makes all hosts agree on the same step.
+before killing a job) and SIGINT (Ctrl-C) into a stop request; the loop saves at
+the next step boundary and the process exits with `PREEMPTED_EXIT_CODE`, within a
+bounded time in every phase (the class docstring). On several hosts,
+`jax.distributed`'s preemption sync point makes all hosts agree on the same step.
+
+Crash safety is Orbax's: a step is written under a temporary name and renamed
+(finalized) only once complete, and `latest_step()` sees finalized steps only, so
+a process killed mid-save (kill -9, power loss) leaves the previous checkpoint as
+the one a rerun restores.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -29,6 +37,11 @@ from etils import epath
 from crpo_jax.train.state import TrainState
 
 PyTree = Any
+
+# What a run that stopped early on SIGTERM / SIGINT exits with, distinct from success
+# (0) and from a crash (1): EX_TEMPFAIL of sysexits.h, "try again later". Rerunning
+# the same command resumes. launch/README.md documents it for SLURM and Kubernetes.
+PREEMPTED_EXIT_CODE = 75
 
 
 def _encode(data_state: Any) -> Any:
@@ -66,8 +79,21 @@ class Checkpointer:
       max_to_keep=max_to_keep,
       enable_async_checkpointing=async_save,
       create=True,
+      # A save killed half-way leaves a temporary directory that was never
+      # finalized; it is never restored, and this removes it on the next start.
+      cleanup_tmp_directories=True,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  @staticmethod
+  def has_checkpoint(directory: str | epath.Path) -> bool:
+    """Whether `directory` holds a finalized step (half-written ones do not count)."""
+    directory = epath.Path(directory)
+    if not directory.exists():
+      return False
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with ocp.CheckpointManager(directory, options=options) as manager:
+      return manager.latest_step() is not None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -136,21 +162,99 @@ class Checkpointer:
 
 
 class PreemptionWatcher:
-  """Turns SIGTERM into a flag that the training loop polls once per step."""
+  """SIGTERM and SIGINT become a stop request that the loop acts on at a safe point.
 
-  def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+  A safe point is the end of a training step (or the start of training): the loop
+  saves a checkpoint there and exits with `PREEMPTED_EXIT_CODE`. The signals are
+  noticed at once in every phase, even while the main thread sits in a long XLA
+  compilation or a device computation: Python's C-level handler writes each signal
+  to a wakeup pipe (`signal.set_wakeup_fd`) that a watcher thread reads. That
+  thread starts a grace timer: if no safe point is reached within `grace_s`
+  seconds (a long evaluation, compilation or export), the process exits with the
+  same code without saving, and a rerun resumes from the last committed checkpoint.
+  A second signal exits at once. So a signalled process ends within `grace_s`
+  seconds plus the save of one checkpoint that started inside the window.
+
+  On several hosts, jax.distributed's preemption service owns SIGTERM and makes
+  every host stop at the same step (`reached_preemption_sync_point`); only SIGINT
+  is handled here then.
+  """
+
+  def __init__(self, grace_s: float = 60.0, signals: tuple[int, ...] | None = None):
+    self.grace_s = float(grace_s)
     self._event = threading.Event()
-    self._previous = {}
+    self._previous: dict[int, Any] = {}
+    self._timer: threading.Timer | None = None
+    self._signals_seen = 0
+    self._lock = threading.Lock()
+    self._pipe: tuple[int, int] | None = None
+    self._previous_fd = -1
     # With several processes, jax.distributed's preemption service owns SIGTERM and
     # makes every host stop at the same step; a Python handler would replace it.
     self._multihost = jax.process_count() > 1
-    if not self._multihost and threading.current_thread() is threading.main_thread():
-      for sig in signals:
-        self._previous[sig] = signal.signal(sig, self._handle)
+    if signals is None:
+      signals = (signal.SIGINT,) if self._multihost else (signal.SIGTERM, signal.SIGINT)
+    self._signals = tuple(signals)
+    if threading.current_thread() is not threading.main_thread():
+      return
+    for sig in self._signals:
+      self._previous[sig] = signal.signal(sig, self._handle)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    self._pipe = (read_fd, write_fd)
+    self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    self._thread = threading.Thread(target=self._watch, args=(read_fd,), daemon=True)
+    self._thread.start()
 
   def _handle(self, signum, frame):
-    logging.warning("received signal %d: will checkpoint and exit after this step", signum)
+    """The Python-level handler (main thread, once it runs Python again).
+
+    It only raises the flag; the watcher thread, which saw the same signal through
+    the wakeup pipe, counts it, reports it and starts the grace timer.
+    """
+    del signum, frame
     self._event.set()
+
+  def _watch(self, read_fd: int) -> None:
+    while True:
+      try:
+        data = os.read(read_fd, 64)
+      except OSError:
+        return
+      for signum in data:
+        if signum == _STOP_WATCHING:  # restore_handlers: this watcher is done
+          return
+        if signum in self._signals:
+          self._on_signal(signum)
+
+  def _on_signal(self, signum: int) -> None:
+    with self._lock:
+      self._signals_seen += 1
+      first = self._signals_seen == 1
+    name = signal.Signals(signum).name
+    if not first:
+      _stderr(f"received {name} again: exiting now without saving (exit {PREEMPTED_EXIT_CODE})")
+      os._exit(PREEMPTED_EXIT_CODE)
+    _stderr(
+      f"received {name}: will save a checkpoint at the next step boundary and exit "
+      f"(exit {PREEMPTED_EXIT_CODE}); exiting without saving if that takes over "
+      f"{self.grace_s:g} s; send it again to exit now"
+    )
+    self._event.set()
+    self._timer = threading.Timer(self.grace_s, self._expire)
+    self._timer.daemon = True
+    self._timer.start()
+
+  def _expire(self) -> None:
+    _stderr(
+      f"no safe point within {self.grace_s:g} s of the stop signal: exiting without saving "
+      f"(exit {PREEMPTED_EXIT_CODE}); a rerun resumes from the last committed checkpoint"
+    )
+    os._exit(PREEMPTED_EXIT_CODE)
+
+  @property
+  def stop_requested(self) -> bool:
+    return self._event.is_set()
 
   def trigger(self) -> None:
     """Requests a stop as a signal would (tests, or an external controller)."""
@@ -171,6 +275,27 @@ class PreemptionWatcher:
     return False
 
   def restore_handlers(self) -> None:
+    """Puts the previous handlers back and stops the grace timer (the run is over)."""
+    if self._timer is not None:
+      self._timer.cancel()
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     self._previous = {}
+    if self._pipe is not None:
+      signal.set_wakeup_fd(self._previous_fd)
+      # Wake the thread and let it end before the descriptors (whose numbers the
+      # next watcher may reuse) are closed.
+      os.write(self._pipe[1], bytes([_STOP_WATCHING]))
+      self._thread.join(timeout=5)
+      for fd in self._pipe:
+        os.close(fd)
+      self._pipe = None
+
+
+_STOP_WATCHING = 0  # not a signal number
+
+
+def _stderr(msg: str) -> None:
+  """Straight to stderr (safe from any thread, flushed before an os._exit)."""
+  logging.warning("%s", msg)
+  print(msg, file=sys.stderr, flush=True)

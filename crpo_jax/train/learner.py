@@ -32,9 +32,10 @@ from crpo_jax import sharding
 from crpo_jax.data import transforms
 from crpo_jax.rl import advantages as adv_lib
 from crpo_jax.rl import algorithms, losses
-from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
+from crpo_jax.train import faults
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import scalars as scalars_lib
 from crpo_jax.train import state as state_lib
 
@@ -227,11 +228,21 @@ class Learner:
       advantages=np.transpose(adv, (1, 0, 2)).reshape(-1).astype(np.float32),
     )
 
+  def update(self, state, micro: dict[str, np.ndarray], ref_params):
+    """The jitted update on host micro-batches [M, micro, ...]; the state is donated."""
+    micro = rows_lib.to_global(micro, self._batch_sharding)
+    with sharding.use_mesh(self.mesh, self.rules):
+      return self.train_step(state, micro, ref_params if self.use_ref else None)
+
   def step(self, state, batch, ref_params, step: int):
-    """One RL update; returns (new state, host metrics)."""
+    """One RL update; returns (new state, host metrics).
+
+    `step` counts the updates done before this one (global, SFT included).
+    """
     t0 = time.perf_counter()
     rollouts = self.sample(state, batch, step)
     t_sample = time.perf_counter() - t0
+    faults.at("rollout", step + 1)
     infos = example_infos(batch)
     scored = self.score(rollouts, infos)
     total = np.stack([r.total for r in scored])  # [P, Bn, G]
@@ -243,10 +254,11 @@ class Learner:
     micro = rows_lib.to_micro_batches(
       self.train_rows(batch, rollouts, adv), self.config.batch.micro_rollouts
     )
-    micro = rows_lib.to_global(micro, self._batch_sharding)
+    if faults.nan_at(step + 1):  # a bad batch, for the tests (train/faults.py)
+      micro["advantages"][0, 0] = np.nan
     t1 = time.perf_counter()
-    with sharding.use_mesh(self.mesh, self.rules):
-      state, dev_metrics = self.train_step(state, micro, ref_params if self.use_ref else None)
+    state, dev_metrics = self.update(state, micro, ref_params)
+    faults.at("update", step + 1)
     dev = scalars_lib.to_scalars(dev_metrics)
     t_update = time.perf_counter() - t1
     n_tok = max(dev.pop("num_tokens", 0.0), 1.0)

@@ -75,13 +75,16 @@ class ModelDef:
     model = state_lib.merge_model(self.graphdef, params, self.rest)
     ids = jnp.concatenate([mb["prompt_ids"], mb["tokens"]], axis=1)
     attn = jnp.concatenate([mb["prompt_mask"], mb["mask"]], axis=1).astype(jnp.int32)
+    lp, t = mb["prompt_ids"].shape[1], mb["tokens"].shape[1]
+    # The completion is text whatever ids were sampled (a placeholder id included),
+    # as the sampler's decode_step saw it: same positions, same embeddings.
     h = model.hidden_states(
       ids,
       attn,
       pixel_values_videos=mb["pixel_values_videos"],
       video_grid_thw=mb["video_grid_thw"],
+      text_from=lp,
     )
-    lp, t = mb["prompt_ids"].shape[1], mb["tokens"].shape[1]
     # Position i predicts token i + 1: completion token j comes from position lp-1+j.
     h = h[:, lp - 1 : lp - 1 + t]
     return logprobs_lib.token_logprobs(

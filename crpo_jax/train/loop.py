@@ -5,10 +5,19 @@
   checkpoints/   Orbax steps (state, reference, data iterator, loop meta)
   tensorboard/   event files (`tensorboard --logdir workdir/tensorboard`)
   hf/            the final policy as a transformers directory (export_at_end)
+  config.json    this launch's config, and every launch's under `launch_history`
+  metrics.jsonl  one line per computed step (a resumed run appends the steps it redoes)
 
 Steps are counted globally: 1..sft.steps are the warm start, the next train_steps
 are RL. A checkpoint records its phase, so a resumed run continues where it
 stopped, with the same data, sampling keys and metrics.
+
+Before anything is generated or compiled, `setup.preflight` checks the workdir, the
+data files and the tokenizer, and `setup.check_resume` refuses to resume under a
+config that changes what was trained. A step whose loss or gradients are not finite
+is skipped (train/optimizer.py); `max_nonfinite_steps` of them in a row stop the
+run. SIGTERM / SIGINT save at the next step boundary and end the run as
+"preempted" (`checkpoint.PreemptionWatcher`; main.py exits 75).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from crpo_jax import sharding
 from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import checkpoint as ckpt_lib
-from crpo_jax.train import evaluation, setup
+from crpo_jax.train import evaluation, faults, setup
 from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import optimizer as optim_lib
 from crpo_jax.train import progress as progress_lib
@@ -46,6 +55,16 @@ def _reinit_opt(state, tx, shardings):
   return state.replace(opt_state=opt_state)
 
 
+class NonFiniteError(RuntimeError):
+  """Too many updates in a row had a non-finite loss or gradients (all were skipped)."""
+
+
+def _append_metrics(path: str, step: int, metrics: dict[str, float]) -> None:
+  """One JSON line per step; a resumed run appends the steps it recomputes again."""
+  with open(path, "a") as f:
+    f.write(json.dumps({"step": step, **metrics}, default=float) + "\n")
+
+
 def run(
   config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -55,20 +74,54 @@ def run(
     config: experiment config (configs/common.py).
     workdir: output directory; an existing checkpoint there is resumed.
     stop_after: behave as if preempted once this global step is done (tests).
+
+  Raises:
+    setup.PreflightError: an unwritable workdir, unusable data files or tokenizer.
+    setup.ResumeConfigError: the workdir was trained under a config that differs in
+      what is trained (and `allow_config_change` is off).
+    pipeline.BadDataError: the input pipeline skips every record.
+    NonFiniteError: `max_nonfinite_steps` updates in a row were non-finite.
   """
   workdir = os.path.abspath(workdir)
   paths = {k: os.path.join(workdir, k) for k in ("data", "checkpoints", "tensorboard", "hf")}
+  # First, so that a signal in any phase (data generation and compilation included)
+  # ends the process within `preempt_grace_s` (checkpoint.PreemptionWatcher).
+  watcher = ckpt_lib.PreemptionWatcher(grace_s=config.preempt_grace_s)
+  opened: list[ckpt_lib.Checkpointer] = []  # filled by _train
+  try:
+    setup.preflight(config, workdir)
+    if ckpt_lib.Checkpointer.has_checkpoint(paths["checkpoints"]):
+      setup.check_resume(workdir, config)
+    if watcher.stop_requested:
+      return _stopped_early(paths, "before any work")
+    return _train(config, workdir, paths, watcher, stop_after, opened)
+  finally:
+    for ckpt in opened:
+      ckpt.close()  # commits any save in flight: the last good checkpoint is whole
+    watcher.restore_handlers()
+
+
+def _stopped_early(paths, when: str) -> dict[str, Any]:
+  _say(f"preempted {when}: nothing new to save; rerun the command to resume")
+  return {"status": "preempted", "step": None, "evals": {}, "last": {}, "history": {}, **paths}
+
+
+def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any]:
+  """The body of `run`, once the start-up checks passed; appends its Checkpointer."""
   mesh = sharding.make_mesh(dict(config.mesh))
   rules = sharding.DEFAULT_RULES
   data = setup.prepare_data(config, paths["data"])
   for line in setup.describe_inputs(config, data):
     _say(line)
+  if watcher.stop_requested:
+    return _stopped_early(paths, "after data preparation")
   model = setup.build_model(config, mesh)
   model_def = rows_lib.ModelDef.from_model(model)
   del model
   tokenizer = data.tokenizer
   if jax.process_index() == 0:
     setup.write_run_files(workdir, config, model_def.config, data.tokenizer_dir)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
 
   sft_steps, rl_steps = int(config.sft.steps), int(config.train_steps)
   total = sft_steps + rl_steps
@@ -88,6 +141,7 @@ def run(
   ckpt = ckpt_lib.Checkpointer(
     paths["checkpoints"], max_to_keep=config.keep_ckpts, async_save=config.async_ckpt
   )
+  opened.append(ckpt)
   meta: dict[str, Any] = {"phase": "sft" if sft_steps else "rl", "evals": {}}
   ref = None
   step = 0
@@ -101,7 +155,6 @@ def run(
   writer = metrics_lib.create_writer(paths["tensorboard"])
   if step == 0:
     writer.write_hparams(dict(config.flatten()) if hasattr(config, "flatten") else {})
-  watcher = ckpt_lib.PreemptionWatcher()
 
   saved = {"step": ckpt.latest_step()}
 
@@ -110,8 +163,10 @@ def run(
       return
     ckpt.save(step_now, state, ref_params=ref, data_state=loader.get_state(), meta=meta)
     saved["step"] = step_now
+    faults.at("checkpoint", step_now)
 
   def do_eval(tag: str):
+    faults.at("eval", step)
     result = evaluator.run(state.params)
     meta["evals"][tag] = result
     metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(result, "eval/"))
@@ -121,6 +176,14 @@ def run(
       + f"\n  valid answers {result['valid_answer']:.2f}; sample: {evaluator.last_sample!r}"
     )
     writer.write_texts(step, {f"eval/sample_{tag}": evaluator.last_sample})
+
+  def preempt(step_now) -> None:
+    save(step_now)
+    ckpt.wait()
+    _say(
+      f"preempted: saved step {step_now} to {paths['checkpoints']}; exiting with code "
+      f"{ckpt_lib.PREEMPTED_EXIT_CODE}; rerun the command to resume"
+    )
 
   last: dict[str, float] = {}
   history: dict[int, dict[str, float]] = {}
@@ -132,7 +195,10 @@ def run(
     return progress_lib.Progress("rl", rl_steps, start=step - sft_steps, every=config.log_every)
 
   prog = phase_progress()
-  while step < total:
+  if step < total and watcher.should_stop(step):  # a signal during set-up or compilation
+    preempt(step)
+    status = "preempted"
+  while step < total and status == "finished":
     if meta["phase"] == "sft" and step >= sft_steps:
       # Warm start done: the RL phase gets a fresh optimiser; the reference model
       # is the policy RL starts from (METHOD.md section 6).
@@ -155,7 +221,25 @@ def run(
       prefix = "train/"
     step += 1
     last["step_time"] = time.perf_counter() - t0
+    in_a_row, last["skipped_updates"] = optim_lib.skip_counts(state.opt_state)
+    if in_a_row:
+      ids = [str(i) for i in batch.get("id", [])]
+      logging.warning(
+        "step %d (%s): non-finite loss %s / grad_norm %s: update skipped, parameters and "
+        "optimiser state unchanged (%d in a row, %d this phase); batch ids %s",
+        step, meta["phase"], last.get("loss"), last.get("grad_norm"), in_a_row,
+        last["skipped_updates"], ids,
+      )  # fmt: skip
+      if in_a_row >= config.max_nonfinite_steps:
+        raise NonFiniteError(
+          f"{in_a_row} updates in a row (steps {step - in_a_row + 1}..{step}) had a non-finite "
+          f"loss or gradients and were skipped (max_nonfinite_steps="
+          f"{config.max_nonfinite_steps}); stopping. The last good checkpoint, step "
+          f"{saved['step']}, is kept in {paths['checkpoints']}; last batch ids {ids}"
+        )
     history[step] = dict(last)
+    if jax.process_index() == 0:
+      _append_metrics(metrics_path, step, last)
     if step % config.log_every == 0 or step == total:
       metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(last, prefix))
     keys = ("loss", "accuracy", "crr") if meta["phase"] == "rl" else ("loss", "token_confident")
@@ -174,17 +258,13 @@ def run(
     if step == stop_after:
       watcher.trigger()
     if step < total and watcher.should_stop(step):
-      save(step)
-      ckpt.wait()
+      preempt(step)
       status = "preempted"
-      _say(f"preempted: saved step {step} to {paths['checkpoints']}; rerun the command to resume")
-      break
-  watcher.restore_handlers()
-  ckpt.close()
+  ckpt.wait()
   writer.flush()
   exported = None
   if status == "finished" and config.export_at_end:
-    exported = setup.export_hf(model_def, state.params, tokenizer, paths["hf"])
+    exported = setup.export_hf(model_def, state.params, tokenizer, paths["hf"], step)
   summary = {"status": status, "step": step, "evals": meta["evals"], "last": last, **paths}
   summary["hf"] = exported
   _say(_summary_text(summary))

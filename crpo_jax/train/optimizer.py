@@ -2,12 +2,29 @@
 
 The schedule is a function of the optimiser's own step count, so it is part of the
 checkpointed optimiser state and a resumed run continues on the same curve.
+
+Non-finite updates are never applied: the whole chain sits inside
+`optax.apply_if_finite`, so a step whose gradients hold a NaN or Inf leaves the
+parameters and the inner optimiser state (moments, count, so the schedule too)
+exactly as they were. `make_train_step` (train/state.py) turns a non-finite loss
+into non-finite gradients, so a bad loss is skipped the same way. The wrapper's
+own counters (`skip_counts`) tell the loop how many steps in a row were skipped;
+the loop, not optax, decides when to give up (`config.max_nonfinite_steps`), so
+optax's give-up-and-apply threshold is set out of reach.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import ml_collections
+import numpy as np
 import optax
+
+# optax.apply_if_finite applies the update anyway after this many skips in a row;
+# the loop stops the run long before (config.max_nonfinite_steps).
+_NEVER_APPLY_NONFINITE = int(np.iinfo(np.int32).max) - 1
 
 
 def make_schedule(
@@ -77,7 +94,18 @@ def make_optimizer(
   if max_grad_norm is not None and max_grad_norm > 0:
     parts.append(optax.clip_by_global_norm(max_grad_norm))
   parts.append(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
-  return optax.chain(*parts), lr
+  return optax.apply_if_finite(optax.chain(*parts), _NEVER_APPLY_NONFINITE), lr
+
+
+def skip_counts(opt_state: Any) -> tuple[int, int]:
+  """(skipped in a row up to now, skipped in total) of a `make_optimizer` state.
+
+  Counts reset with the optimiser (the RL phase starts a fresh one after SFT).
+  """
+  if not isinstance(opt_state, optax.ApplyIfFiniteState):
+    raise TypeError(f"expected the optax.apply_if_finite state, got {type(opt_state).__name__}")
+  consecutive, total = jax.device_get((opt_state.notfinite_count, opt_state.total_notfinite))
+  return int(consecutive), int(total)
 
 
 def optimizer_from_config(

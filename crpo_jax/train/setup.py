@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,7 @@ def pipeline_config(config: ml_collections.ConfigDict, pad_id: int, *, train: bo
     fps=config.data.fps,
     max_frames=config.data.num_frames,
     pad_id=pad_id,
+    max_consecutive_skips=config.data.max_consecutive_skips,
   )
 
 
@@ -177,29 +179,215 @@ def build_model(config: ml_collections.ConfigDict, mesh):
   return vlm.Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(config.seed))
 
 
-def export_hf(model_def, params, tokenizer, out_dir: str) -> str:
-  """Writes the policy (and tokenizer) as a transformers-loadable directory."""
+def export_hf(model_def, params, tokenizer, out_dir: str, step: int = 0) -> str:
+  """Writes the policy (and tokenizer) as a transformers-loadable directory.
+
+  A kill half-way leaves a partial directory; the rerun resumes from the final
+  checkpoint and writes it again.
+  """
   from crpo_jax import model as model_lib
+  from crpo_jax.train import faults
   from crpo_jax.train import state as state_lib
 
   model = state_lib.merge_model(model_def.graphdef, params, model_def.rest)
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
   model_lib.save_hf(model, out_dir)
+  faults.at("export", step)
   if jax.process_index() == 0 and tokenizer is not None:
     tokenizer.save_pretrained(out_dir)
   return out_dir
 
 
 RUN_FILES = ("config.json", "model_config.json", "tokenizer_dir.txt")
+LAUNCHES_KEY = "launch_history"  # config.json: every launch's time and config, oldest first
+
+
+def _config_dict(config) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
 
 
 def write_run_files(workdir: str, config, model_config, tokenizer_dir: str) -> None:
-  """What `crpo_jax.export` needs besides a checkpoint: config, architecture, tokenizer."""
+  """What `crpo_jax.export` needs besides a checkpoint: config, architecture, tokenizer.
+
+  config.json holds this launch's config at the top level (what export and the
+  resume guard read) and, under `launch_history`, every launch's config with its
+  UTC start time, so a workdir resumed under another config still says how each
+  part of it was trained.
+  """
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  path = os.path.join(workdir, "config.json")
+  history = []
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    history = old.pop(LAUNCHES_KEY, None) or [{"time": None, "config": old}]
+  current = _config_dict(config)
+  history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": current})
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({**current, LAUNCHES_KEY: history}, f, indent=1)
+  os.replace(tmp, path)
   with open(os.path.join(workdir, "model_config.json"), "w") as f:
     json.dump(model_config.to_hf_config(), f, indent=1)
   with open(os.path.join(workdir, "tokenizer_dir.txt"), "w") as f:
     f.write(os.path.abspath(tokenizer_dir))
+
+
+# ---------------------------------------------------------------- resume guard
+
+# Fields that only change how long or how visibly a run goes on: a resume may change
+# them freely. Everything else decides what is trained (algorithm, model, data, loss,
+# reward, sampling, optimiser, seed) and must match the checkpoint's run.
+HARMLESS_FIELDS = (
+  "train_steps", "log_every", "eval_every", "eval_max_examples", "eval_max_new_tokens",
+  "ckpt_every", "keep_ckpts", "async_ckpt", "export_at_end", "max_nonfinite_steps",
+  "preempt_grace_s", "allow_config_change", "mesh.", "data.num_workers",
+  "data.max_consecutive_skips", "data.eval",
+)  # fmt: skip
+
+
+class ResumeConfigError(ValueError):
+  """A resume under a config that changes what the checkpoint's run trained."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _harmless(field: str) -> bool:
+  return any(field == h or (h.endswith(".") and field.startswith(h)) for h in HARMLESS_FIELDS)
+
+
+def config_changes(previous: dict[str, Any], config) -> dict[str, tuple[Any, Any]]:
+  """{field: (previous, now)} for every field that changes what is trained."""
+  prev = _flatten({k: v for k, v in previous.items() if k != LAUNCHES_KEY})
+  now = _flatten(_config_dict(config))
+  return {
+    k: (prev.get(k, "<absent>"), now.get(k, "<absent>"))
+    for k in sorted(set(prev) | set(now))
+    if not _harmless(k) and prev.get(k, "<absent>") != now.get(k, "<absent>")
+  }
+
+
+def check_resume(workdir: str, config) -> None:
+  """Refuses to resume `workdir` under a config that changes what was trained.
+
+  Raises ResumeConfigError with the changed fields unless `allow_config_change`.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = json.load(f)
+  changes = config_changes(previous, config)
+  if not changes:
+    return
+  diff = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+  if config.allow_config_change:
+    logging.warning("resuming %s under a changed config (allowed):\n%s", workdir, diff)
+    return
+  raise ResumeConfigError(
+    f"{path}: the checkpoints in {workdir} were trained under another config; resuming "
+    f"would change what is trained:\n{diff}\nUse a new --workdir, or pass "
+    f"--config.allow_config_change=True to resume anyway (config.json keeps both)."
+  )
+
+
+# ---------------------------------------------------------------- preflight
+
+
+class PreflightError(ValueError):
+  """A start-up check failed; the message names the path and what is wrong."""
+
+
+def check_workdir(workdir: str) -> None:
+  """The workdir exists (or can be created) and a file can be written in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PreflightError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None
+
+
+def check_records(
+  path: str, field: str, *, video_root: str | None, need_route: bool, probe: int = 64
+) -> None:
+  """At least one of the first `probe` records of `path` parses, has a route (when the
+  pipeline needs one) and a video file that exists."""
+  if not path:
+    raise PreflightError(f"{field} is empty: give a record file")
+  if os.path.isdir(path):  # an ArrayRecord dataset: built (and validated) by its builder
+    return
+  if not os.path.exists(path):
+    raise PreflightError(f"{field}={path}: file not found")
+  from crpo_jax.data import records
+
+  reasons: dict[str, int] = {}
+  first: dict[str, str] = {}
+
+  def bad(reason: str, where: str) -> None:
+    reasons[reason] = reasons.get(reason, 0) + 1
+    first.setdefault(reason, where)
+
+  try:
+    for i, r in enumerate(records.iter_records(path, video_root=video_root)):
+      if i >= probe:
+        break
+      if isinstance(r, records.RecordError):
+        bad("malformed_record", str(r))
+      elif need_route and not r.route:
+        bad("no_route", f"{r.source}: record has no 'route' (label it: python -m "
+                        "crpo_jax.data.router)")  # fmt: skip
+      elif not os.path.isfile(r.video):
+        bad("missing_video", f"{r.source}: {r.video} not found")
+      else:
+        return
+  except (OSError, UnicodeDecodeError) as e:
+    raise PreflightError(f"{field}={path}: cannot be read ({e})") from None
+  if not reasons:
+    raise PreflightError(f"{field}={path}: no records")
+  detail = "; ".join(f"{k} x{n} (first: {first[k]})" for k, n in reasons.items())
+  root = f" (video_root {video_root})" if video_root else ""
+  raise PreflightError(
+    f"{field}={path}: none of the first {sum(reasons.values())} records is usable{root}: "
+    f"{detail}. Check the whole file with: python -m crpo_jax.data.validate {path}"
+  )
+
+
+def check_tokenizer(tok_dir: str, field: str) -> None:
+  from crpo_jax.data import tokenizer as tok_lib
+
+  try:
+    tok_lib.load_tokenizer(tok_dir)
+  except Exception as e:  # noqa: BLE001  (any failure to load is one start-up error)
+    raise PreflightError(f"{field}={tok_dir}: the tokenizer does not load: {e}") from None
+
+
+def preflight(config, workdir: str) -> None:
+  """Start-up checks before any compilation or data generation (one clear error each).
+
+  The workdir is writable; the training and evaluation files exist and have usable
+  records (a synthetic world is generated later, so its files are not checked); the
+  tokenizer loads when the config names one.
+  """
+  check_workdir(workdir)
+  d = config.data
+  root = d.video_root or None
+  if d.synthetic.num_train <= 0:
+    check_records(d.train, "config.data.train", video_root=root, need_route=True)
+    if d.eval:
+      check_records(d.eval, "config.data.eval", video_root=root, need_route=False)
+  if d.tokenizer:
+    check_tokenizer(d.tokenizer, "config.data.tokenizer")
+  elif config.model.init_from:
+    check_tokenizer(config.model.init_from, "config.model.init_from")

@@ -144,6 +144,10 @@ def make_train_step(
     (g_sum, l_sum, d_sum, m_sum), _ = jax.lax.scan(micro, init, batch)
     den = jnp.maximum(d_sum, 1e-8)
     grads = jax.tree.map(lambda g, p: (g / den).astype(p.dtype), g_sum, state.params)
+    # A non-finite loss marks the whole step bad even where its gradients came out
+    # finite, so that optax.apply_if_finite (train/optimizer.py) skips the update.
+    bad_loss = ~(jnp.isfinite(l_sum) & jnp.isfinite(d_sum))
+    grads = jax.tree.map(lambda g: jnp.where(bad_loss, jnp.nan, g), grads)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -212,3 +212,76 @@ def test_null_option_is_added_exactly_once_on_every_path(world, tmp_path):
     for i, ex_id in enumerate(b["id"]):
       if b["valid"][i]:
         assert b["num_options"][i] == len(plain[ex_id].options) + 1
+
+
+def _rewrite(world, tmp_path, name, edit) -> str:
+  """A copy of the world's records with `edit(record) -> record | None` applied."""
+  path, _ = world
+  out = []
+  with open(path) as f:
+    for line in f:
+      rec = edit(json.loads(line))
+      if rec is not None:
+        rec["video"] = os.path.join(os.path.dirname(path), rec["video"])
+        out.append(json.dumps(rec))
+  new = str(tmp_path / name)
+  with open(new, "w") as f:
+    f.write("\n".join(out) + "\n")
+  return new
+
+
+def _forever(world, path, **kw) -> pipeline.Loader:
+  _, tok = world
+  cfg = _cfg(pad_id=tok.pad_token_id, num_epochs=None, **kw)
+  shard = grain.sharding.ShardOptions(0, 1)
+  return pipeline.make_loader(path, cfg, pipeline.QwenProcessor(tok), shard_options=shard)
+
+
+def _without_route(rec):
+  rec.pop("route", None)
+  return rec
+
+
+def test_routeless_records_fail_fast_with_counts_and_names(world, tmp_path, caplog):
+  path = _rewrite(world, tmp_path, "noroute.jsonl", _without_route)
+  loader = _forever(world, path, max_consecutive_skips=50, skip_report_every=4)
+  with caplog.at_level("WARNING"), pytest.raises(pipeline.BadDataError) as err:
+    next(loader)
+  msg = str(err.value)
+  assert msg.startswith(f"{path}: 52 records in a row were skipped")  # 13 reports of 4
+  assert "'no_route': 52" in msg and "noroute.jsonl:1" in msg
+  assert f"python -m crpo_jax.data.validate {path}" in msg
+  # Logged as they happened, the first 20 in full, then rate-limited summaries.
+  full = [r for r in caplog.records if r.getMessage().startswith("skipped noroute.jsonl:")]
+  assert len(full) == 20
+  assert len(caplog.records) < 30
+
+
+def test_wrong_video_root_fails_fast(world, tmp_path):
+  path, tok = world
+  cfg = _cfg(pad_id=tok.pad_token_id, num_epochs=None, max_consecutive_skips=20)
+  loader = pipeline.make_loader(
+    path, cfg, pipeline.QwenProcessor(tok), shard_options=grain.sharding.ShardOptions(0, 1),
+    video_root=str(tmp_path / "nowhere"),
+  )  # fmt: skip
+  with pytest.raises(pipeline.BadDataError, match=r"'missing_file': 32.*nowhere"):
+    next(loader)
+
+
+def test_sparse_good_records_still_batch_and_resume_exactly(world, tmp_path):
+  """Skips reported mid-batch keep the good items gathered so far, and a checkpoint
+  taken after such a batch resumes on the same batches."""
+  keep = iter(range(10**6))
+  path = _rewrite(world, tmp_path, "sparse.jsonl",
+                  lambda r: r if next(keep) % 3 == 0 else _without_route(r))  # fmt: skip
+  kw = {"max_consecutive_skips": 5, "skip_report_every": 1, "shuffle": False}  # 2 bad in a row
+  want = _take(_forever(world, path, **kw), 5)
+  first = _forever(world, path, **kw)
+  got = _take(first, 2)
+  state = json.loads(json.dumps(first.get_state()))
+  resumed = _forever(world, path, **kw)
+  resumed.set_state(state)
+  got += _take(resumed, 3)
+  for a, b in zip(want, got):
+    _same(a, b)
+  assert resumed.stats.skipped["no_route"] > 0

@@ -136,14 +136,17 @@ def test_keep_last_n_and_bytes_iterator_state(tmp_path):
   ckpt.close()
 
 
-def test_sigterm_sets_stop_flag():
-  watcher = checkpoint.PreemptionWatcher()
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_set_stop_flag(sig):
+  previous = signal.getsignal(sig)
+  watcher = checkpoint.PreemptionWatcher(grace_s=600)
   try:
     assert not watcher.should_stop(0)
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), sig)  # SIGINT would raise KeyboardInterrupt without the watcher
     assert watcher.should_stop(1)
   finally:
     watcher.restore_handlers()
+  assert signal.getsignal(sig) is previous
 
 
 def test_progress_eta_skips_compile_step():

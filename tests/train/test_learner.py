@@ -126,6 +126,14 @@ def test_two_steps_finite_and_changing(algo):
     state, metrics = learner.step(state, batch, ref, step)
     bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
     assert not bad, bad
+    if step == 0:
+      # On-policy: the learner's log-probs are the sampler's, so every ratio is 1
+      # (float32 log-prob differences ~1e-6 give |ratio - 1| ~1e-6), nothing is
+      # clipped, and the reference (a copy of the policy) has KL 0.
+      assert abs(metrics["ratio_mean"] - 1.0) <= 1e-4, metrics["ratio_mean"]
+      assert metrics["clip_frac"] == 0.0
+      if learner.use_ref:
+        assert abs(metrics["kl"]) <= 1e-6, metrics["kl"]
   assert int(state.step) == 2
   assert metrics["advantage_abs"] > 0  # rewards differed, so gradients flowed
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, state.params)
@@ -133,3 +141,104 @@ def test_two_steps_finite_and_changing(algo):
   branches = [b.name for b in learner.spec.gradient_branches]
   assert f"reward/{branches[-1]}/total" in metrics
   assert any(k.startswith("reward_route/original/") for k in metrics)
+
+
+def _small_setup(algo="crpo", **overrides):
+  config = _config(algo)
+  config.update_from_flattened_dict(overrides)
+  mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
+  model = vlm.Qwen3VL(SMALL, rngs=nnx.Rngs(0))
+  model_def = rows_lib.ModelDef.from_model(model)
+  tx, _ = optimizer.optimizer_from_config(config.optim, 2)
+  state, shardings = state_lib.create_train_state(model_def.template, tx, 0, mesh)
+  learner = learner_lib.Learner(
+    config, model_def, TableTokenizer(), tx, shardings, mesh, sharding.DEFAULT_RULES
+  )
+  return config, model, model_def, state, learner
+
+
+def test_learner_logprobs_equal_decode_on_placeholder_ids():
+  """Teacher-forced completion log-probs equal decode_step's token by token, also for
+  completions holding the video / image placeholder and vision start / end ids."""
+  model = vlm.Qwen3VL(SMALL, rngs=nnx.Rngs(0))
+  model_def = rows_lib.ModelDef.from_model(model)
+  branch = _branch([_frames(0), _frames(1)])
+  specials = [SMALL.video_token_id, SMALL.image_token_id, SMALL.vision_start_token_id,
+              SMALL.vision_end_token_id]  # fmt: skip
+  tokens = np.array([[5, *specials, 7, 2], [SMALL.video_token_id] * 3 + [9, 8, 3, 2]], np.int32)
+  t = tokens.shape[1]
+  # Decode side: prefill the prompt, then feed the completion one token at a time.
+  from crpo_jax.model.cache import init_cache
+
+  cache = init_cache(SMALL.text, 2, branch["input_ids"].shape[1] + t, jax.numpy.float32)
+  logits, cache = model.prefill(
+    branch["input_ids"], branch["attention_mask"], cache,
+    pixel_values_videos=branch["pixel_values_videos"], video_grid_thw=branch["video_grid_thw"],
+  )  # fmt: skip
+  want = []
+  for j in range(t):
+    want.append(np.asarray(jax.nn.log_softmax(logits, -1))[np.arange(2), tokens[:, j]])
+    logits, cache = model.decode_step(jax.numpy.asarray(tokens[:, j]), cache)
+  want = np.stack(want, 1)
+  mb = {
+    "prompt_ids": branch["input_ids"],
+    "prompt_mask": branch["attention_mask"],
+    "tokens": tokens,
+    "mask": np.ones_like(tokens, bool),
+    "pixel_values_videos": branch["pixel_values_videos"],
+    "video_grid_thw": branch["video_grid_thw"],
+  }
+  _, params, _ = state_lib.split_model(model)
+  got, _ = jax.jit(lambda p, mb: model_def.completion_logprobs(p, mb, 1.0, 4))(
+    params.to_pure_dict(), mb
+  )
+  # Same float32 computation in two reduction orders: log-probs of magnitude ~4.
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-5)
+
+
+def test_sampling_never_emits_placeholder_ids():
+  """At temperature 2 on a 64-token vocabulary, an unbanned sampler would draw the
+  two placeholder ids ~3% of the time: 256 rows x 6 tokens would hold ~50."""
+  from crpo_jax.rl import sampler as sampler_lib
+
+  model = vlm.Qwen3VL(SMALL, rngs=nnx.Rngs(0))
+  branch = _branch([_frames(0), _frames(1)])
+  for temperature, top_k in ((2.0, 0), (2.0, 8), (0.0, 0)):
+    out = sampler_lib.generate(
+      model, branch, max_new_tokens=6, num_samples=128 if temperature else 1,
+      temperature=temperature, top_k=top_k, seed=3, eos_ids=(63,),
+    )  # fmt: skip
+    tokens = np.asarray(out.tokens)[np.asarray(out.mask)]
+    assert not np.isin(tokens, [SMALL.image_token_id, SMALL.video_token_id]).any()
+    assert len(np.unique(tokens)) > (20 if temperature else 0)
+
+
+def test_nonfinite_update_is_skipped():
+  """A NaN in one micro-batch leaves parameters and optimiser moments unchanged and is
+  counted; the next finite batch updates again."""
+  _, _, _, state, learner = _small_setup(
+    "grpo", **{"loss.beta": 0.0, "batch.micro_rollouts": 4, "optim.warmup_steps": 0}
+  )
+  batch = _batch()
+  rollouts = learner.sample(state, batch, 0)
+  scored = learner.score(rollouts, learner_lib.example_infos(batch))
+  adv = np.asarray(
+    learner_lib.adv_lib.compute_advantages(np.stack([r.total for r in scored]), mode="group")
+  )
+  adv = adv + 0.5  # nonzero everywhere, so a finite batch surely moves the parameters
+  micro = rows_lib.to_micro_batches(learner.train_rows(batch, rollouts, adv), 4)
+  assert not learner.use_ref
+  assert micro["advantages"].shape[0] >= 2  # the NaN sits in one of several micro-batches
+  poisoned = {k: v.copy() for k, v in micro.items()}
+  poisoned["advantages"][1, 0] = np.nan
+  before = jax.tree.map(np.asarray, (state.params, state.opt_state.inner_state))
+  state, metrics = learner.update(state, poisoned, None)
+  assert not np.isfinite(float(metrics["loss"]))
+  after = jax.tree.map(np.asarray, (state.params, state.opt_state.inner_state))
+  jax.tree.map(np.testing.assert_array_equal, after, before)
+  assert optimizer.skip_counts(state.opt_state) == (1, 1)
+  state, metrics = learner.update(state, micro, None)
+  assert np.isfinite(float(metrics["loss"]))
+  assert optimizer.skip_counts(state.opt_state) == (0, 1)
+  moved = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before[0], state.params)
+  assert all(jax.tree.leaves(moved))
