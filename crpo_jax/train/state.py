@@ -65,6 +65,38 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def abstract(tree: PyTree) -> PyTree:
+  """`ShapeDtypeStruct`s of a pytree of arrays (or of structs already)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def train_state_shardings(
+  params: nnx.State,
+  tx: optax.GradientTransformation,
+  mesh: Mesh,
+  rules: sharding_lib.Rules | None = None,
+) -> TrainState:
+  """A `TrainState` of `NamedSharding`s: parameters by their `logical_axes`.
+
+  Args:
+    params: the `nnx.Param` state (with `logical_axes` metadata); values may be
+      arrays or `ShapeDtypeStruct`s.
+    tx: the optimiser (its state's structure).
+    mesh: the device mesh.
+    rules: logical-axis rules (defaults to `sharding.DEFAULT_RULES`).
+  """
+  param_sh = sharding_lib.param_shardings(params, mesh, rules).to_pure_dict()
+  rep = replicated(mesh)
+  opt_shapes = jax.eval_shape(tx.init, abstract(params.to_pure_dict()))
+  opt_sh = jax.tree.map(lambda _: rep, opt_shapes)
+  return TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
+
+
+def make_optimizer_init(tx: optax.GradientTransformation, shardings: TrainState) -> Callable:
+  """The jitted `params -> opt_state`, laid out as `shardings.opt_state` says."""
+  return jax.jit(tx.init, in_shardings=(shardings.params,), out_shardings=shardings.opt_state)
+
+
 def create_train_state(
   params: nnx.State,
   tx: optax.GradientTransformation,
@@ -85,26 +117,23 @@ def create_train_state(
     (state, shardings): the sharded state and a `TrainState` of `NamedSharding`s with
     the same structure, for jit and checkpoint restore.
   """
-  param_sh = sharding_lib.param_shardings(params, mesh, rules).to_pure_dict()
-  pure = params.to_pure_dict()
-  pure = jax.tree.map(lambda x, s: jax.device_put(x, s), pure, param_sh)
-  # Optimiser moments mirror the parameters; letting XLA propagate the input
-  # shardings through `tx.init` places each moment like its parameter.
-  # Scalars created from constants (Adam's count) land on one device: replicate them.
-  rep = replicated(mesh)
-  opt_state = jax.jit(tx.init)(pure)
-  opt_sh = jax.tree.map(
-    lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else rep, opt_state
-  )
-  opt_state = jax.device_put(opt_state, opt_sh)
+  shardings = train_state_shardings(params, tx, mesh, rules)
+  pure = jax.tree.map(jax.device_put, params.to_pure_dict(), shardings.params)
+  rep = shardings.step
   state = TrainState(
     step=jax.device_put(jnp.zeros((), jnp.int32), rep),
     params=pure,
-    opt_state=opt_state,
+    opt_state=make_optimizer_init(tx, shardings)(pure),
     rng=jax.device_put(jax.random.key_data(jax.random.key(seed)), rep),
   )
-  shardings = TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
   return state, shardings
+
+
+def reset_optimizer(
+  state: TrainState, tx: optax.GradientTransformation, shardings: TrainState
+) -> TrainState:
+  """A fresh optimiser state for `state.params` (the SFT -> RL switch)."""
+  return state.replace(opt_state=make_optimizer_init(tx, shardings)(state.params))
 
 
 def make_train_step(
