@@ -41,11 +41,6 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _reinit_opt(state, tx, shardings):
-  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(state.params)
-  return state.replace(opt_state=opt_state)
-
-
 def run(
   config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -134,7 +129,7 @@ def run(
     if meta["phase"] == "sft" and step >= sft_steps:
       # Warm start done: the RL phase gets a fresh optimiser; the reference model
       # is the policy RL starts from (METHOD.md section 6).
-      state = _reinit_opt(state, rl_tx, shardings)
+      state = state_lib.reset_optimizer(state, rl_tx, shardings)
       ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
       meta["phase"] = "rl"
       prog = phase_progress()

@@ -88,7 +88,11 @@ def train_state_shardings(
   param_sh = sharding_lib.param_shardings(params, mesh, rules).to_pure_dict()
   rep = replicated(mesh)
   opt_shapes = jax.eval_shape(tx.init, abstract(params.to_pure_dict()))
-  opt_sh = jax.tree.map(lambda _: rep, opt_shapes)
+  # Every copy of the parameter tree inside the optimiser state (Adam's moments) is
+  # laid out like the parameters; counts and other scalars are replicated.
+  opt_sh = optax.tree_map_params(
+    tx, lambda _, sh: sh, opt_shapes, param_sh, transform_non_params=lambda _: rep
+  )
   return TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
 
 
@@ -161,14 +165,25 @@ def make_train_step(
     def micro(carry, mb):
       g_acc, l_acc, d_acc, m_acc = carry
       (loss_sum, (den, mets)), g = grad_fn(state.params, mb, aux)
-      g_acc = jax.tree.map(lambda a, b: a + b.astype(a.dtype), g_acc, g)
+      g_acc = jax.tree.map(
+        lambda a, b, sh: jax.lax.with_sharding_constraint(a + b.astype(a.dtype), sh),
+        g_acc,
+        g,
+        shardings.params,
+      )
       m_acc = jax.tree.map(jnp.add, m_acc, mets)
       return (g_acc, l_acc + loss_sum, d_acc + den, m_acc), None
 
     first = jax.tree.map(lambda x: x[0], batch)
     _, (_, met_shape) = jax.eval_shape(loss_fn, state.params, first, aux)
     zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), met_shape)
-    zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    # The fp32 gradient accumulators are laid out like their parameters; created from
+    # constants, they would otherwise be replicated on every device.
+    zeros_g = jax.tree.map(
+      lambda p, sh: jax.lax.with_sharding_constraint(jnp.zeros(p.shape, jnp.float32), sh),
+      state.params,
+      shardings.params,
+    )
     init = (zeros_g, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros_m)
     (g_sum, l_sum, d_sum, m_sum), _ = jax.lax.scan(micro, init, batch)
     den = jnp.maximum(d_sum, 1e-8)
