@@ -21,6 +21,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.init_from = ""  # local HF checkpoint directory; "" = random init (demo/tests)
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"  # parameter storage dtype (optimizer moments follow)
+  c.model.remat = "none"  # none | full | dots: recompute layers in the backward (memory)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # data-parallel replicas

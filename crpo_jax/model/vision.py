@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from crpo_jax.model.array_types import Array, Float, Int
+from crpo_jax.model import remat as remat_lib
 from crpo_jax.model.config import VisionConfig
 from crpo_jax.model.hf_spec import IDENTITY, PATCH_CONV, TRANSPOSE, HFParam
 from crpo_jax.sharding import constrain
@@ -334,6 +335,7 @@ class VisionEncoder(nnx.Module):
     rngs: nnx.Rngs,
     attention_chunk: int | None = 2048,
     attention_window: int | None = None,
+    remat: str | bool = "none",
   ):
     """Builds the encoder.
 
@@ -347,9 +349,11 @@ class VisionEncoder(nnx.Module):
       attention_window: optional bound on rows per image / temporal group (e.g. the
         bucketed frame size h*w); chunks then score only nearby keys. Exact either
         way: a longer segment switches to the full-key path at run time.
+      remat: rematerialisation policy of the blocks (`crpo_jax.model.remat`).
     """
     d = cfg.hidden_size
     self.cfg, self.dtype = cfg, dtype
+    self.remat = remat_lib.policy_name(remat)
     self.patch_kernel = _param(rngs, (cfg.patch_dim, d), ("patch", "embed"), param_dtype)
     self.patch_bias = _zeros((d,), ("embed",), param_dtype)
     self.pos_embed = _param(rngs, (cfg.num_position_embeddings, d), (None, "embed"), param_dtype)
@@ -417,7 +421,7 @@ class VisionEncoder(nnx.Module):
       return (x, buf), None
 
     (x, taps_buf), _ = jax.lax.scan(
-      step, (x, taps_buf), (self.blocks.weights(), jnp.asarray(slot_of_layer))
+      remat_lib.wrap(step, self.remat), (x, taps_buf), (self.blocks.weights(), jnp.asarray(slot_of_layer))
     )
     merged = self.merger.apply(self.merger.weights(), x)
     if self.deepstack is None:

@@ -94,7 +94,9 @@ def abstract_model(config, cfg: Qwen3VLConfig) -> nnx.Module:
   """The policy as `crpo_jax.train.setup.build_model` makes it, without weights."""
   dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
   return nnx.eval_shape(
-    lambda: vlm.Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+    lambda: vlm.Qwen3VL(
+      cfg, dtype=dtype, param_dtype=param_dtype, remat=config.model.remat, rngs=nnx.Rngs(0)
+    )
   )
 
 
