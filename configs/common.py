@@ -46,6 +46,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.batch = ml_collections.ConfigDict()
   c.batch.prompts = 8  # prompts per RL step, all hosts together (1 per device, Video-R1)
   c.batch.micro_rollouts = 8  # rollouts per gradient micro-batch (accumulated exactly)
+  c.batch.require_divisible = True  # batch sizes must divide the mesh's batch shards
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_generations = 8  # G rollouts per branch per prompt
@@ -133,6 +134,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   config.mesh.tensor = 1
   config.batch.prompts = 2
   config.batch.micro_rollouts = 4
+  config.batch.require_divisible = False  # 2 prompts on 8 fake test devices replicate
   config.sampling.num_generations = 2
   config.sampling.max_new_tokens = 8
   config.sampling.cache_dtype = "float32"

@@ -185,6 +185,9 @@ def plan(
   except ValueError as e:
     raise ValueError(f"config.mesh {dict(config.mesh)} on {topology}: {e}") from e
   rules = sharding.DEFAULT_RULES
+  from crpo_jax.train import batch_sizes
+
+  batch_sizes.check_batch_sizes(config, mesh, rules)
   programs, shapes = programs_lib.build_programs(config, mesh, rules, text_tokens=text_tokens)
   reports = []
   for program in programs:

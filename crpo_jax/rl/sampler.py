@@ -116,20 +116,6 @@ def _default_init_cache():
   return init_cache
 
 
-def _batch_spec(rows: int, rank: int, mesh: Mesh, rules) -> PartitionSpec:
-  """Batch axis over the rules' 'batch' mesh axes that divide `rows`; rest replicated."""
-  names = ("batch",) + (None,) * (rank - 1)
-  spec = sharding.logical_to_spec(names, rules)
-  axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
-  kept, size = [], 1
-  for a in axes:
-    if rows % (size * mesh.shape[a]) == 0:
-      kept.append(a)
-      size *= mesh.shape[a]
-  first = None if not kept else kept[0] if len(kept) == 1 else tuple(kept)
-  return PartitionSpec(first, *([None] * (rank - 1)))
-
-
 class Sampler:
   """A compiled rollout function `sampler(state, batch, rng) -> GenerateOutput`.
 
@@ -177,7 +163,7 @@ class Sampler:
 
     def batch_sharding(k, v):
       if k in _PROMPT_KEYS:
-        return NamedSharding(mesh, _batch_spec(rows, np.ndim(v), mesh, rules))
+        return NamedSharding(mesh, sharding.batch_spec(rows, np.ndim(v), mesh, rules))
       return NamedSharding(mesh, PartitionSpec())  # pixel rows are not per-example
 
     return (
@@ -192,7 +178,7 @@ class Sampler:
     mesh, rules = self.mesh, self.rules
     out_rows = rows * self.sampling.num_samples
     out = GenerateOutput(
-      *(NamedSharding(mesh, _batch_spec(out_rows, r, mesh, rules)) for r in (2, 2, 1, 2))
+      *(NamedSharding(mesh, sharding.batch_spec(out_rows, r, mesh, rules)) for r in (2, 2, 1, 2))
     )
     return jax.jit(self._run, in_shardings=self.in_shardings(state, batch), out_shardings=out)
 

@@ -26,6 +26,7 @@ from absl import logging
 from crpo_jax import sharding
 from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
+from crpo_jax.train import batch_sizes
 from crpo_jax.train import checkpoint as ckpt_lib
 from crpo_jax.train import evaluation, setup
 from crpo_jax.train import metrics as metrics_lib
@@ -55,6 +56,7 @@ def run(
   paths = {k: os.path.join(workdir, k) for k in ("data", "checkpoints", "tensorboard", "hf")}
   mesh = sharding.make_mesh(dict(config.mesh))
   rules = sharding.DEFAULT_RULES
+  batch_sizes.check_batch_sizes(config, mesh, rules)
   data = setup.prepare_data(config, paths["data"])
   model = setup.build_model(config, mesh)
   model_def = rows_lib.ModelDef.from_model(model)
