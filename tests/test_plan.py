@@ -31,6 +31,7 @@ def tiny_report():
   return plan_lib.plan(_tiny_config(), "v5e:2x2")
 
 
+@pytest.mark.slow  # ~80 s of TPU compiles on 2 idle cores
 def test_tiny_preset_compiles_every_program(tiny_report):
   r = tiny_report
   names = [p.name for p in r.programs]
