@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("libtpu", reason='TPU compiler missing: pip install -e ".[tpu]"')
 
-from configs import demo  # noqa: E402
-from crpo_jax import plan as plan_lib  # noqa: E402
-from crpo_jax.plan import topology as topology_lib  # noqa: E402
+from configs import demo
+from crpo_jax import plan as plan_lib
+from crpo_jax.plan import topology as topology_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

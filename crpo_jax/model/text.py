@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from crpo_jax.model import remat as remat_lib
 from crpo_jax.model.array_types import Array, Bool, Float, Int
 from crpo_jax.model.attention import Attention
-from crpo_jax.model import remat as remat_lib
 from crpo_jax.model.config import Qwen3VLConfig, TextConfig
 from crpo_jax.model.hf_spec import IDENTITY, TRANSPOSE, HFParam
 from crpo_jax.model.layers import Embed, Linear, RMSNorm

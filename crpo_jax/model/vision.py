@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from crpo_jax.model.array_types import Array, Float, Int
 from crpo_jax.model import remat as remat_lib
+from crpo_jax.model.array_types import Array, Float, Int
 from crpo_jax.model.config import VisionConfig
 from crpo_jax.model.hf_spec import IDENTITY, PATCH_CONV, TRANSPOSE, HFParam
 from crpo_jax.sharding import constrain

@@ -35,10 +35,10 @@ def _prepare_env(argv: list[str]) -> None:
 
 _prepare_env(sys.argv)
 
-import json  # noqa: E402
+import json
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True

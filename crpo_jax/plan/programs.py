@@ -107,7 +107,7 @@ def worst_case_shapes(config, cfg: Qwen3VLConfig, text_tokens: int) -> Shapes:
   # h, w are multiples of m patches with h * w * p * p <= max_pixels (per frame).
   budget = config.data.max_pixels // (p * p * m * m)  # merge blocks per frame
   blocks = max(a * (budget // a) for a in range(1, budget + 1))
-  bh = max(a for a in range(1, int(math.isqrt(blocks)) + 1) if blocks % a == 0)
+  bh = max(a for a in range(1, math.isqrt(blocks) + 1) if blocks % a == 0)
   t = -(-int(config.data.num_frames) // v.temporal_patch_size)
   grid = (t, bh * m, (blocks // bh) * m)
   video_tokens = t * blocks
@@ -246,7 +246,7 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
         0,
         f"{len(sft_rows['tokens'])} rows as {sft_micro['tokens'].shape[0]} micro-batches of "
         f"{config.batch.micro_rollouts}",
-        state_bytes + device_bytes(sft_micro, sft._batch_sharding),  # noqa: SLF001
+        state_bytes + device_bytes(sft_micro, sft._batch_sharding),
       )
     )
 
@@ -255,12 +255,12 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
   sampler_state = model_def.sampler_state(params)
   g = config.sampling.num_generations
   videos = rows_lib.split_videos(batch["orig"], n_prompts)
-  for (n, greedy), sampler in learner._samplers.items():  # noqa: SLF001
+  for (n, greedy), sampler in learner._samplers.items():
     group = [b.name for b in learner.spec.branches if (b.num_rollouts(g), b.greedy) == (n, greedy)]
     inputs = abstract_inputs(
       rows_lib.stack_prompts(batch["orig"], [videos] * len(group)), patch_dim
     )
-    name = "rollout" if len(learner._samplers) == 1 else f"rollout[{'+'.join(group)}]"  # noqa: SLF001
+    name = "rollout" if len(learner._samplers) == 1 else f"rollout[{'+'.join(group)}]"
     rows = inputs["input_ids"].shape[0]
     programs.append(
       Program(
@@ -284,7 +284,7 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
       0,
       f"{len(rows['tokens'])} rows as {micro['tokens'].shape[0]} micro-batches of "
       f"{config.batch.micro_rollouts}" + (" + reference" if ref is not None else ""),
-      state_bytes + device_bytes(micro, learner._batch_sharding) + ref_bytes,  # noqa: SLF001
+      state_bytes + device_bytes(micro, learner._batch_sharding) + ref_bytes,
     )
   )
 
@@ -293,10 +293,10 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
   programs.append(
     Program(
       "eval_sampler",
-      under_mesh(lambda: evaluator._sampler.lower(sampler_state, eval_inputs, key)),  # noqa: SLF001
+      under_mesh(lambda: evaluator._sampler.lower(sampler_state, eval_inputs, key)),
       opt_bytes + ref_bytes,
       f"{n_prompts} prompts, greedy, {config.eval_max_new_tokens} new tokens",
-      _sampler_arg_bytes(evaluator._sampler, sampler_state, eval_inputs),  # noqa: SLF001
+      _sampler_arg_bytes(evaluator._sampler, sampler_state, eval_inputs),
     )
   )
   summary = {

@@ -23,7 +23,7 @@ def batch_sizes(config) -> dict[str, int]:
   groups: dict[tuple[int, bool], list[str]] = {}
   for b in spec.branches:
     groups.setdefault((b.num_rollouts(g), b.greedy), []).append(b.name)
-  for (n, _), names in groups.items():
+  for names in groups.values():
     what = f"batch.prompts x {len(names)} branches ({'+'.join(names)} rollout prompt rows)"
     sizes[what] = prompts * len(names)
   sizes["batch.prompts (evaluation sampler rows)"] = prompts
