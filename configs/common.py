@@ -21,6 +21,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.init_from = ""  # local HF checkpoint directory; "" = random init (demo/tests)
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"  # parameter storage dtype (optimizer moments follow)
+  c.model.remat = "none"  # none | full | dots: recompute layers in the backward (memory)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # data-parallel replicas
@@ -47,6 +48,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.batch = ml_collections.ConfigDict()
   c.batch.prompts = 8  # prompts per RL step, all hosts together (1 per device, Video-R1)
   c.batch.micro_rollouts = 8  # rollouts per gradient micro-batch (accumulated exactly)
+  c.batch.require_divisible = True  # batch sizes must divide the mesh's batch shards
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_generations = 8  # G rollouts per branch per prompt
@@ -139,6 +141,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
   config.mesh.tensor = 1
   config.batch.prompts = 2
   config.batch.micro_rollouts = 4
+  config.batch.require_divisible = False  # 2 prompts on 8 fake test devices replicate
   config.sampling.num_generations = 2
   config.sampling.max_new_tokens = 8
   config.sampling.cache_dtype = "float32"

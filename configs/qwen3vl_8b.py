@@ -1,5 +1,9 @@
 """CRPO on Qwen3-VL-8B-Instruct, 8 accelerators (one TPU v5p-8/v4-8 host or 8 GPUs).
 
+Check that it fits before renting (compiles every program, CPU only):
+
+  python -m crpo_jax.plan --config=configs/qwen3vl_8b.py --topology=v5p-16
+
 Launch (from the repository root, on every host of the slice):
 
   python -m crpo_jax.main --config=configs/qwen3vl_8b.py --workdir=$WORKDIR \
@@ -22,9 +26,11 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
   c.model.preset = "qwen3vl_8b"  # architecture when no init_from; checked against config.json
+  # Without remat the update's activations overflow a v5p-16 (crpo_jax.plan, RESULTS.md).
+  c.model.remat = "full"  # recompute each layer in the backward pass
   c.mesh.data = 1  # no pure data parallelism: FSDP already splits the batch
   c.mesh.fsdp = 4  # 8 chips: FSDP 4 x tensor 2 (8B activations need TP)
   c.mesh.tensor = 2  # tensor-parallel degree
   c.batch.prompts = 8  # prompts per step: one per accelerator (Video-R1)
-  c.batch.micro_rollouts = 2  # rollouts per micro-batch (memory-bound)
+  c.batch.micro_rollouts = 4  # one row per batch shard: must divide data x fsdp = 4
   return common.apply_arg(c, arg)

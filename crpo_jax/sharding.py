@@ -148,12 +148,17 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return x
   if len(names) != x.ndim:
     raise ValueError(f"constrain: {len(names)} names {tuple(names)} for an array of rank {x.ndim}")
-  spec = _fit_spec(logical_to_spec(names, ctx.rules), x.shape, ctx.mesh)
+  spec = fit_spec(logical_to_spec(names, ctx.rules), x.shape, ctx.mesh)
   return jax.lax.with_sharding_constraint(x, NamedSharding(ctx.mesh, spec))
 
 
-def _fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-  """Drops mesh axes that do not divide a dimension (e.g. 2 kv heads on tensor=4)."""
+def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+  """Drops mesh axes that do not divide a dimension (e.g. 2 kv heads on tensor=4).
+
+  The one place where a non-dividing mesh axis is dropped; batch sizes are checked
+  at start-up instead (`crpo_jax.train.batch_sizes`), so dropping happens for
+  weights and head counts, not for the work of a batch.
+  """
   fitted = []
   for dim, entry in zip(shape, spec):
     axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
@@ -164,6 +169,19 @@ def _fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partitio
         size *= mesh.shape[a]
     fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
   return PartitionSpec(*fitted)
+
+
+def batch_spec(rows: int, rank: int, mesh: Mesh, rules: Rules | None = None) -> PartitionSpec:
+  """[rows, ...] split over the rules' 'batch' mesh axes that divide `rows`."""
+  spec = logical_to_spec(("batch",) + (None,) * (rank - 1), rules)
+  return fit_spec(spec, (rows,) + (1,) * (rank - 1), mesh)
+
+
+def batch_shards(mesh: Mesh, rules: Rules | None = None) -> int:
+  """How many ways the rules' 'batch' axes split a batch on `mesh`."""
+  entry = logical_to_spec(("batch",), rules)[0]
+  axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+  return int(np.prod([mesh.shape[a] for a in axes]))
 
 
 def param_shardings(state, mesh: Mesh, rules: Rules | None = None):
@@ -181,6 +199,6 @@ def param_shardings(state, mesh: Mesh, rules: Rules | None = None):
     shape = np.shape(v.get_value() if isinstance(v, nnx.Variable) else v)
     if names is None:
       return NamedSharding(mesh, PartitionSpec())
-    return NamedSharding(mesh, _fit_spec(logical_to_spec(names, rules), shape, mesh))
+    return NamedSharding(mesh, fit_spec(logical_to_spec(names, rules), shape, mesh))
 
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -239,6 +239,7 @@ def load_hf(
   param_dtype=None,
   mesh: jax.sharding.Mesh | None = None,
   rules: Rules | None = None,
+  remat: str = "none",
 ):
   """Loads a `Qwen3VL` from a HF checkpoint directory.
 
@@ -249,6 +250,7 @@ def load_hf(
     param_dtype: storage dtype; defaults to `dtype`.
     mesh: target mesh; parameters are sharded by their logical axes and `rules`.
     rules: logical-axis rules (default `sharding.DEFAULT_RULES`).
+    remat: rematerialisation policy of the layer stacks (`crpo_jax.model.remat`).
 
   Returns:
     The model, every parameter on its target sharding.
@@ -259,7 +261,7 @@ def load_hf(
   cfg = Qwen3VLConfig.from_hf_config(json.loads((path / "config.json").read_text()))
   param_dtype = dtype if param_dtype is None else param_dtype
   model = nnx.eval_shape(
-    lambda: Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+    lambda: Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rngs=nnx.Rngs(0))
   )
   tied = cfg.text.tie_word_embeddings
   load_params(

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from crpo_jax.model import remat as remat_lib
 from crpo_jax.model.array_types import Array, Bool, Float, Int
 from crpo_jax.model.attention import Attention
 from crpo_jax.model.config import Qwen3VLConfig, TextConfig
@@ -86,7 +87,7 @@ class TextModel(nnx.Module):
     *,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
-    remat: bool = False,
+    remat: str | bool = "none",
     rngs: nnx.Rngs,
   ):
     kw = {"dtype": dtype, "param_dtype": param_dtype}
@@ -95,8 +96,8 @@ class TextModel(nnx.Module):
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.cfg = cfg
     self.dtype = dtype
-    # Recompute each layer in the backward pass instead of storing its activations.
-    self.remat = remat
+    # Recompute (part of) each layer in the backward pass (`crpo_jax.model.remat`).
+    self.remat = remat_lib.policy_name(remat)
 
   def __call__(
     self,
@@ -148,8 +149,7 @@ class TextModel(nnx.Module):
 
     layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
     xs = (params, layer_ids, kv_cache if has_cache else layer_ids)
-    if self.remat:
-      body = jax.checkpoint(body, prevent_cse=False)  # inside scan CSE is not a risk
+    body = remat_lib.wrap(body, self.remat)
     x_BTD, new_kv = jax.lax.scan(body, constrain(x_BTD, _BTD), xs)
     return self.norm(x_BTD), (new_kv if has_cache else None)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from crpo_jax.model import remat as remat_lib
 from crpo_jax.model.array_types import Array, Float, Int
 from crpo_jax.model.config import VisionConfig
 from crpo_jax.model.hf_spec import IDENTITY, PATCH_CONV, TRANSPOSE, HFParam
@@ -210,6 +211,62 @@ def windowed_attention(q_PNH, k_SNH, v_SNH, segment, chunk: int, window: int):
   return out.reshape(-1, *rest)[:num_p]
 
 
+def slot_layout(grid_thw: Int[Array, "n 3"], num_patches: int, rows: int, groups: int):
+  """Per-segment slots: slot z = item * groups + temporal group, `rows` rows each.
+
+  Args:
+    grid_thw: (t, h, w) per item; (0, 0, 0) rows are padding.
+    num_patches: P, the static number of pixel rows.
+    rows: S, a bound on the rows of one segment (h * w of one temporal group).
+    groups: a bound on the temporal groups t of one item.
+
+  Returns:
+    gather: int [n * groups, S] pixel row of each slot position; P (one past the
+      last row) where the slot is shorter than S or empty.
+    scatter: int [P] flat slot position (z * S + j) of each pixel row; 0 on
+      padding rows (whose outputs are zeroed).
+    valid: bool [P] rows that belong to a real segment.
+  """
+  grid = jnp.asarray(grid_thw, jnp.int32)
+  t, h, w = grid[:, 0], grid[:, 1], grid[:, 2]
+  frame = h * w
+  starts = jnp.cumsum(t * frame) - t * frame
+  g = jnp.arange(groups, dtype=jnp.int32)
+  start_zg = starts[:, None] + g[None, :] * frame[:, None]  # [n, groups]
+  size_zg = jnp.where(g[None, :] < t[:, None], frame[:, None], 0)
+  j = jnp.arange(rows, dtype=jnp.int32)
+  gather = jnp.where(
+    j[None, None, :] < size_zg[..., None], start_zg[..., None] + j[None, None, :], num_patches
+  ).reshape(-1, rows)
+  p = jnp.arange(num_patches, dtype=jnp.int32)
+  ends = jnp.cumsum(t * frame)
+  item = jnp.clip(jnp.searchsorted(ends, p, side="right"), 0, grid.shape[0] - 1)
+  offset = p - starts[item]
+  fr = jnp.maximum(frame[item], 1)
+  group, within = offset // fr, offset % fr
+  valid = (p < ends[-1]) & (group < groups) & (within < rows)
+  scatter = jnp.where(valid, (item * groups + group) * rows + within, 0)
+  return gather, scatter, valid
+
+
+def slot_attention(q_PNH, k_SNH, v_SNH, gather, scatter, valid):
+  """Attention within each segment only: rows gathered into [slots, S], scored there.
+
+  Score tensors are [slots, N, S, S]: no row is scored against another segment's,
+  and the work grows linearly with the number of segments.
+  """
+  pad = lambda x: jnp.concatenate([x, jnp.zeros_like(x[:1])], axis=0)  # row P = empty
+  q_ZSNH, k_ZSNH, v_ZSNH = (pad(x)[gather] for x in (q_PNH, k_SNH, v_SNH))
+  key_ok = gather < q_PNH.shape[0]  # [Z, S]
+  logits = jnp.einsum("ZSNH,ZTNH->ZNST", q_ZSNH, k_ZSNH) * q_PNH.shape[-1] ** -0.5
+  fill = jnp.finfo(jnp.float32).min
+  logits = jnp.where(key_ok[:, None, None, :], logits.astype(jnp.float32), fill)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_SNH.dtype)
+  out_ZSNH = jnp.einsum("ZNST,ZTNH->ZSNH", probs, v_ZSNH)
+  out = out_ZSNH.reshape(-1, *q_PNH.shape[1:])[scatter]
+  return jnp.where(valid[:, None, None], out, 0).astype(q_PNH.dtype)
+
+
 # ----------------------------------------------------------------- modules
 
 
@@ -294,8 +351,8 @@ class VisionBlocks(nnx.Module):
   def weights(self) -> dict[str, Array]:
     return {k: v[...] for k, v in vars(self).items() if isinstance(v, nnx.Param)}
 
-  def block(self, w, x_PD, cos, sin, segment):
-    """One block; `w` is one layer slice of `weights()`."""
+  def block(self, w, x_PD, cos, sin, segment, slots=None):
+    """One block; `w` is one layer slice of `weights()`; `slots` from `slot_layout`."""
     cfg, dt = self.cfg, self.dtype
     num_p, nh, hd = x_PD.shape[0], cfg.num_heads, cfg.head_dim
     h = _layer_norm(x_PD, w["norm1_scale"], w["norm1_bias"], cfg.layer_norm_eps)
@@ -303,9 +360,12 @@ class VisionBlocks(nnx.Module):
     q_PNH, k_SNH, v_SNH = jnp.unstack(qkv.reshape(num_p, 3, nh, hd), axis=1)
     q_PNH, k_SNH = _rotate(q_PNH, cos, sin), _rotate(k_SNH, cos, sin)
     q_PNH = constrain(q_PNH, ("length", "heads", "head_dim"))
-    out_PNH = segment_attention(
-      q_PNH, k_SNH, v_SNH, segment, self.attention_chunk, self.attention_window
-    )
+    if slots is not None:
+      out_PNH = slot_attention(q_PNH, k_SNH, v_SNH, *slots)
+    else:
+      out_PNH = segment_attention(
+        q_PNH, k_SNH, v_SNH, segment, self.attention_chunk, self.attention_window
+      )
     out = out_PNH.reshape(num_p, nh * hd)
     x_PD = (
       x_PD + jnp.einsum("PE,ED->PD", out, w["proj_kernel"].astype(dt)) + w["proj_bias"].astype(dt)
@@ -334,6 +394,9 @@ class VisionEncoder(nnx.Module):
     rngs: nnx.Rngs,
     attention_chunk: int | None = 2048,
     attention_window: int | None = None,
+    remat: str | bool = "none",
+    segment_rows: int | None = None,
+    segments_per_item: int | None = None,
   ):
     """Builds the encoder.
 
@@ -347,9 +410,20 @@ class VisionEncoder(nnx.Module):
       attention_window: optional bound on rows per image / temporal group (e.g. the
         bucketed frame size h*w); chunks then score only nearby keys. Exact either
         way: a longer segment switches to the full-key path at run time.
+      remat: rematerialisation policy of the blocks (`crpo_jax.model.remat`).
+      segment_rows, segments_per_item: with both, attention runs per segment
+        (`slot_attention`): at most `segment_rows` rows per image or temporal group
+        (the largest frame the processor makes, h * w patches) and at most
+        `segments_per_item` temporal groups per item. Work is then linear in the
+        number of segments; inputs beyond the bounds are an error when the grid is
+        concrete (and must not reach jit).
     """
     d = cfg.hidden_size
     self.cfg, self.dtype = cfg, dtype
+    self.remat = remat_lib.policy_name(remat)
+    if (segment_rows is None) != (segments_per_item is None):
+      raise ValueError("vision.py: give both segment_rows and segments_per_item, or neither")
+    self.segment_rows, self.segments_per_item = segment_rows, segments_per_item
     self.patch_kernel = _param(rngs, (cfg.patch_dim, d), ("patch", "embed"), param_dtype)
     self.patch_bias = _zeros((d,), ("embed",), param_dtype)
     self.pos_embed = _param(rngs, (cfg.num_position_embeddings, d), (None, "embed"), param_dtype)
@@ -395,6 +469,18 @@ class VisionEncoder(nnx.Module):
       _check_grid(np.asarray(grid_thw), num_p, cfg.spatial_merge_size)
     taps, wts, rot_ids, segment = patch_layout(grid_thw, num_p, cfg)
     cos, sin = rotary_cos_sin(rot_ids, cfg)
+    slots = None
+    if self.segment_rows is not None:
+      if not isinstance(grid_thw, jax.core.Tracer):
+        g = np.asarray(grid_thw).reshape(-1, 3)
+        if (g[:, 1] * g[:, 2]).max(initial=0) > self.segment_rows or g[:, 0].max(
+          initial=0
+        ) > self.segments_per_item:
+          raise ValueError(
+            f"vision.py: grid_thw {g.tolist()} exceeds segment_rows={self.segment_rows} "
+            f"rows per temporal group or segments_per_item={self.segments_per_item} groups"
+          )
+      slots = slot_layout(grid_thw, num_p, self.segment_rows, self.segments_per_item)
 
     x = jnp.einsum("PC,CD->PD", pixel_values.astype(dt), self.patch_kernel[...].astype(dt))
     x = x + self.patch_bias[...].astype(dt)
@@ -412,12 +498,14 @@ class VisionEncoder(nnx.Module):
     def step(carry, xs):
       x, buf = carry
       w, slot = xs
-      x = self.blocks.block(w, x, cos, sin, segment)
+      x = self.blocks.block(w, x, cos, sin, segment, slots)
       buf = jnp.where((jnp.arange(buf.shape[0]) == slot)[:, None, None], x[None], buf)
       return (x, buf), None
 
     (x, taps_buf), _ = jax.lax.scan(
-      step, (x, taps_buf), (self.blocks.weights(), jnp.asarray(slot_of_layer))
+      remat_lib.wrap(step, self.remat),
+      (x, taps_buf),
+      (self.blocks.weights(), jnp.asarray(slot_of_layer)),
     )
     merged = self.merger.apply(self.merger.weights(), x)
     if self.deepstack is None:

@@ -51,7 +51,7 @@ class Qwen3VL(nnx.Module):
     *,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
-    remat: bool = False,
+    remat: str | bool = "none",
     rngs: nnx.Rngs,
   ):
     """Builds the model.
@@ -60,13 +60,14 @@ class Qwen3VL(nnx.Module):
       config: architecture.
       dtype: compute dtype (activations, matmul inputs); logits are float32.
       param_dtype: storage dtype of every weight.
-      remat: rematerialise decoder layers in the backward pass (training memory).
+      remat: rematerialisation policy of the text and vision layer stacks in the
+        backward pass, `none`, `full` or `dots` (`crpo_jax.model.remat`).
       rngs: parameter initialisation.
     """
     self.config = config
     self.dtype = dtype
     kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
-    self.visual = VisionEncoder(config.vision, **kw)
+    self.visual = VisionEncoder(config.vision, remat=remat, **kw)
     self.language_model = TextModel(config.text, remat=remat, **kw)
     t = config.text
     self.lm_head = (

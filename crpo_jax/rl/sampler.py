@@ -116,20 +116,6 @@ def _default_init_cache():
   return init_cache
 
 
-def _batch_spec(rows: int, rank: int, mesh: Mesh, rules) -> PartitionSpec:
-  """Batch axis over the rules' 'batch' mesh axes that divide `rows`; rest replicated."""
-  names = ("batch",) + (None,) * (rank - 1)
-  spec = sharding.logical_to_spec(names, rules)
-  axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
-  kept, size = [], 1
-  for a in axes:
-    if rows % (size * mesh.shape[a]) == 0:
-      kept.append(a)
-      size *= mesh.shape[a]
-  first = None if not kept else kept[0] if len(kept) == 1 else tuple(kept)
-  return PartitionSpec(first, *([None] * (rank - 1)))
-
-
 class Sampler:
   """A compiled rollout function `sampler(state, batch, rng) -> GenerateOutput`.
 
@@ -149,36 +135,52 @@ class Sampler:
     self._jitted: dict[Any, Callable] = {}
 
   def __call__(self, state, batch: Mapping[str, Any], rng: jax.Array) -> GenerateOutput:
+    batch = self._inputs(batch)
+    return self._jit_for(state, batch)(state, batch, rng)
+
+  def lower(self, state, batch: Mapping[str, Any], rng) -> jax.stages.Lowered:
+    """The program `__call__` would run, lowered (arrays or `ShapeDtypeStruct`s)."""
+    batch = self._inputs(batch)
+    return self._jit_for(state, batch).lower(state, batch, rng)
+
+  def _inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in _PROMPT_KEYS if k not in batch]
     if missing:
       raise KeyError(f"sampler batch is missing {missing}")
-    batch = {k: batch[k] for k in _PROMPT_KEYS + _VISUAL_KEYS if batch.get(k) is not None}
+    return {k: batch[k] for k in _PROMPT_KEYS + _VISUAL_KEYS if batch.get(k) is not None}
+
+  def _jit_for(self, state, batch: dict[str, Any]) -> Callable:
     rows = int(np.shape(batch["input_ids"])[0])
     key = (tuple(sorted(batch)), rows)
     if key not in self._jitted:
       self._jitted[key] = self._build(state, batch, rows)
-    return self._jitted[key](state, batch, rng)
+    return self._jitted[key]
+
+  def in_shardings(self, state, batch: Mapping[str, Any]) -> tuple:
+    """(state, batch, rng) shardings: prompt rows over the batch axes, pixels replicated."""
+    mesh, rules = self.mesh, self.rules
+    rows = int(np.shape(batch["input_ids"])[0])
+
+    def batch_sharding(k, v):
+      if k in _PROMPT_KEYS:
+        return NamedSharding(mesh, sharding.batch_spec(rows, np.ndim(v), mesh, rules))
+      return NamedSharding(mesh, PartitionSpec())  # pixel rows are not per-example
+
+    return (
+      sharding.param_shardings(state, mesh, rules),
+      {k: batch_sharding(k, v) for k, v in self._inputs(batch).items()},
+      NamedSharding(mesh, PartitionSpec()),
+    )
 
   def _build(self, state, batch, rows: int) -> Callable:
     if self.mesh is None:
       return jax.jit(self._run)
     mesh, rules = self.mesh, self.rules
     out_rows = rows * self.sampling.num_samples
-
-    def batch_sharding(k, v):
-      if k in _PROMPT_KEYS:
-        return NamedSharding(mesh, _batch_spec(rows, np.ndim(v), mesh, rules))
-      return NamedSharding(mesh, PartitionSpec())  # pixel rows are not per-example
-
     out = GenerateOutput(
-      *(NamedSharding(mesh, _batch_spec(out_rows, r, mesh, rules)) for r in (2, 2, 1, 2))
+      *(NamedSharding(mesh, sharding.batch_spec(out_rows, r, mesh, rules)) for r in (2, 2, 1, 2))
     )
-    in_shardings = (
-      sharding.param_shardings(state, mesh, rules),
-      {k: batch_sharding(k, v) for k, v in batch.items()},
-      NamedSharding(mesh, PartitionSpec()),
-    )
-    return jax.jit(self._run, in_shardings=in_shardings, out_shardings=out)
+    return jax.jit(self._run, in_shardings=self.in_shardings(state, batch), out_shardings=out)
 
   def _run(self, state, batch, rng) -> GenerateOutput:
     self.num_traces += 1  # Python side effect: runs once per trace / compilation.

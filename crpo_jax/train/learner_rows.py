@@ -213,14 +213,7 @@ def micro_batch_shardings(mesh, rules, micro: int, keys) -> dict[str, Any]:
   """
   from jax.sharding import NamedSharding, PartitionSpec
 
-  spec = sharding_lib.logical_to_spec(("batch",), rules)[0]
-  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
-  kept, size = [], 1
-  for a in axes:
-    if micro % (size * mesh.shape[a]) == 0:
-      kept.append(a)
-      size *= mesh.shape[a]
-  rows = NamedSharding(mesh, PartitionSpec(None, tuple(kept) or None))
+  rows = NamedSharding(mesh, PartitionSpec(None, *sharding_lib.batch_spec(micro, 1, mesh, rules)))
   rep = NamedSharding(mesh, PartitionSpec())
   return {k: rep if k in ("pixel_values_videos", "video_grid_thw") else rows for k in keys}
 

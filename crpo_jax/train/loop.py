@@ -33,10 +33,10 @@ import ml_collections
 from absl import logging
 
 from crpo_jax import sharding
+from crpo_jax.train import batch_sizes, evaluation, faults, setup
+from crpo_jax.train import checkpoint as ckpt_lib
 from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
-from crpo_jax.train import checkpoint as ckpt_lib
-from crpo_jax.train import evaluation, faults, setup
 from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import optimizer as optim_lib
 from crpo_jax.train import progress as progress_lib
@@ -48,11 +48,6 @@ def _say(msg: str) -> None:
   """Plain stdout for the demo's headline lines (process 0 only)."""
   if jax.process_index() == 0:
     print(msg, flush=True)
-
-
-def _reinit_opt(state, tx, shardings):
-  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(state.params)
-  return state.replace(opt_state=opt_state)
 
 
 class NonFiniteError(RuntimeError):
@@ -110,6 +105,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
   """The body of `run`, once the start-up checks passed; appends its Checkpointer."""
   mesh = sharding.make_mesh(dict(config.mesh))
   rules = sharding.DEFAULT_RULES
+  batch_sizes.check_batch_sizes(config, mesh, rules)
   data = setup.prepare_data(config, paths["data"])
   for line in setup.describe_inputs(config, data):
     _say(line)
@@ -202,7 +198,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
     if meta["phase"] == "sft" and step >= sft_steps:
       # Warm start done: the RL phase gets a fresh optimiser; the reference model
       # is the policy RL starts from (METHOD.md section 6).
-      state = _reinit_opt(state, rl_tx, shardings)
+      state = state_lib.reset_optimizer(state, rl_tx, shardings)
       ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
       meta["phase"] = "rl"
       prog = phase_progress()

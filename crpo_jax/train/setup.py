@@ -173,10 +173,14 @@ def build_model(config: ml_collections.ConfigDict, mesh):
     from crpo_jax import model as model_lib
 
     logging.info("loading %s", config.model.init_from)
-    return model_lib.load_hf(config.model.init_from, dtype, param_dtype=param_dtype, mesh=mesh)
+    return model_lib.load_hf(
+      config.model.init_from, dtype, param_dtype=param_dtype, mesh=mesh, remat=config.model.remat
+    )
   cfg = get_preset(config.model.preset)
   # Random init is for the tiny demo and tests; real runs start from init_from.
-  return vlm.Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(config.seed))
+  return vlm.Qwen3VL(
+    cfg, dtype=dtype, param_dtype=param_dtype, remat=config.model.remat, rngs=nnx.Rngs(config.seed)
+  )
 
 
 def export_hf(model_def, params, tokenizer, out_dir: str, step: int = 0) -> str:

@@ -65,6 +65,42 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def abstract(tree: PyTree) -> PyTree:
+  """`ShapeDtypeStruct`s of a pytree of arrays (or of structs already)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def train_state_shardings(
+  params: nnx.State,
+  tx: optax.GradientTransformation,
+  mesh: Mesh,
+  rules: sharding_lib.Rules | None = None,
+) -> TrainState:
+  """A `TrainState` of `NamedSharding`s: parameters by their `logical_axes`.
+
+  Args:
+    params: the `nnx.Param` state (with `logical_axes` metadata); values may be
+      arrays or `ShapeDtypeStruct`s.
+    tx: the optimiser (its state's structure).
+    mesh: the device mesh.
+    rules: logical-axis rules (defaults to `sharding.DEFAULT_RULES`).
+  """
+  param_sh = sharding_lib.param_shardings(params, mesh, rules).to_pure_dict()
+  rep = replicated(mesh)
+  opt_shapes = jax.eval_shape(tx.init, abstract(params.to_pure_dict()))
+  # Every copy of the parameter tree inside the optimiser state (Adam's moments) is
+  # laid out like the parameters; counts and other scalars are replicated.
+  opt_sh = optax.tree_map_params(
+    tx, lambda _, sh: sh, opt_shapes, param_sh, transform_non_params=lambda _: rep
+  )
+  return TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
+
+
+def make_optimizer_init(tx: optax.GradientTransformation, shardings: TrainState) -> Callable:
+  """The jitted `params -> opt_state`, laid out as `shardings.opt_state` says."""
+  return jax.jit(tx.init, in_shardings=(shardings.params,), out_shardings=shardings.opt_state)
+
+
 def create_train_state(
   params: nnx.State,
   tx: optax.GradientTransformation,
@@ -85,26 +121,23 @@ def create_train_state(
     (state, shardings): the sharded state and a `TrainState` of `NamedSharding`s with
     the same structure, for jit and checkpoint restore.
   """
-  param_sh = sharding_lib.param_shardings(params, mesh, rules).to_pure_dict()
-  pure = params.to_pure_dict()
-  pure = jax.tree.map(lambda x, s: jax.device_put(x, s), pure, param_sh)
-  # Optimiser moments mirror the parameters; letting XLA propagate the input
-  # shardings through `tx.init` places each moment like its parameter.
-  # Scalars created from constants (Adam's count) land on one device: replicate them.
-  rep = replicated(mesh)
-  opt_state = jax.jit(tx.init)(pure)
-  opt_sh = jax.tree.map(
-    lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else rep, opt_state
-  )
-  opt_state = jax.device_put(opt_state, opt_sh)
+  shardings = train_state_shardings(params, tx, mesh, rules)
+  pure = jax.tree.map(jax.device_put, params.to_pure_dict(), shardings.params)
+  rep = shardings.step
   state = TrainState(
     step=jax.device_put(jnp.zeros((), jnp.int32), rep),
     params=pure,
-    opt_state=opt_state,
+    opt_state=make_optimizer_init(tx, shardings)(pure),
     rng=jax.device_put(jax.random.key_data(jax.random.key(seed)), rep),
   )
-  shardings = TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
   return state, shardings
+
+
+def reset_optimizer(
+  state: TrainState, tx: optax.GradientTransformation, shardings: TrainState
+) -> TrainState:
+  """A fresh optimiser state for `state.params` (the SFT -> RL switch)."""
+  return state.replace(opt_state=make_optimizer_init(tx, shardings)(state.params))
 
 
 def make_train_step(
@@ -132,14 +165,25 @@ def make_train_step(
     def micro(carry, mb):
       g_acc, l_acc, d_acc, m_acc = carry
       (loss_sum, (den, mets)), g = grad_fn(state.params, mb, aux)
-      g_acc = jax.tree.map(lambda a, b: a + b.astype(a.dtype), g_acc, g)
+      g_acc = jax.tree.map(
+        lambda a, b, sh: jax.lax.with_sharding_constraint(a + b.astype(a.dtype), sh),
+        g_acc,
+        g,
+        shardings.params,
+      )
       m_acc = jax.tree.map(jnp.add, m_acc, mets)
       return (g_acc, l_acc + loss_sum, d_acc + den, m_acc), None
 
     first = jax.tree.map(lambda x: x[0], batch)
     _, (_, met_shape) = jax.eval_shape(loss_fn, state.params, first, aux)
     zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), met_shape)
-    zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    # The fp32 gradient accumulators are laid out like their parameters; created from
+    # constants, they would otherwise be replicated on every device.
+    zeros_g = jax.tree.map(
+      lambda p, sh: jax.lax.with_sharding_constraint(jnp.zeros(p.shape, jnp.float32), sh),
+      state.params,
+      shardings.params,
+    )
     init = (zeros_g, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros_m)
     (g_sum, l_sum, d_sum, m_sum), _ = jax.lax.scan(micro, init, batch)
     den = jnp.maximum(d_sum, 1e-8)

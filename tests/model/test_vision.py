@@ -245,3 +245,63 @@ def test_every_param_has_logical_axes_and_hf_key():
     axes = var.get_metadata().get("logical_axes")
     assert axes is not None and len(axes) == len(var.get_value().shape), path
   assert {p.path for p in vision_hf_params(CFG)} == set(flat)
+
+
+# ----------------------------------------------------------------- per-segment attention
+
+
+def _grid(items, t=2, h=4, w=6):
+  return np.array([[t, h, w]] * items + [[0, 0, 0]])
+
+
+def test_slot_attention_equals_masked_attention():
+  from crpo_jax.model.vision import slot_attention, slot_layout
+
+  # Mixed sizes: an image-like item (t=1), a video, a smaller video; padding rows after.
+  grid = np.array([[1, 4, 6], [3, 4, 4], [2, 2, 6], [0, 0, 0]])
+  real = int(grid.prod(1).sum())
+  num_p = real + 8
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((num_p, 2, 8)), jnp.float32) for _ in range(3))
+  _, _, _, segment = patch_layout(jnp.asarray(grid), num_p, CFG)
+  want = segment_attention(q, k, v, segment)
+  slots = jax.jit(slot_layout, static_argnums=(1, 2, 3))(jnp.asarray(grid), num_p, 24, 3)
+  got = jax.jit(slot_attention)(q, k, v, *slots)
+  scale = float(jnp.max(jnp.abs(want[:real])))
+  np.testing.assert_allclose(got[:real], want[:real], atol=1e-5 * scale, rtol=1e-5)
+  np.testing.assert_array_equal(got[real:], 0)
+
+
+def test_encoder_with_segment_bounds_equals_masked():
+  grid = np.array([[2, 4, 6], [2, 4, 4], [0, 0, 0]])
+  num_p = int(grid.prod(1).sum()) + 4
+  pix = np.random.default_rng(1).standard_normal((num_p, CFG.patch_dim)).astype(np.float32)
+  base = VisionEncoder(CFG, rngs=nnx.Rngs(0))
+  bounded = VisionEncoder(CFG, rngs=nnx.Rngs(0), segment_rows=24, segments_per_item=2)
+  m0, d0 = base(pix, grid)
+  m1, d1 = bounded(pix, grid)
+  real = int(grid.prod(1).sum()) // 4
+  for a, b in ((m0[:real], m1[:real]), (d0[:, :real], d1[:, :real])):
+    np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.max(jnp.abs(a))), rtol=1e-5)
+  with pytest.raises(ValueError, match="exceeds segment_rows=24"):
+    bounded(np.zeros((4 * 8 * 4, CFG.patch_dim), np.float32), np.array([[4, 8, 4]]))
+
+
+def test_segment_attention_cost_is_linear_in_segments():
+  # 1x and 4x the segments: per-segment attention grows ~4x; the masked attention
+  # of the whole call (scores [N, P, P]) would grow ~16x.
+  enc = VisionEncoder(CFG, rngs=nnx.Rngs(0), segment_rows=64, segments_per_item=2)
+  graphdef, state = nnx.split(enc)
+
+  def cost(items):
+    grid = _grid(items, 2, 8, 8)
+    num_p = int(grid.prod(1).sum())
+    fn = jax.jit(lambda s, x, g: nnx.merge(graphdef, s)(x, g)[0].sum())
+    compiled = fn.lower(
+      state, jax.ShapeDtypeStruct((num_p, CFG.patch_dim), jnp.float32), jnp.asarray(grid)
+    ).compile()
+    return compiled.memory_analysis().temp_size_in_bytes, compiled.cost_analysis()["flops"]
+
+  (t1, f1), (t4, f4) = cost(4), cost(16)
+  assert t4 <= 4.4 * t1, (t1, t4)
+  assert f4 <= 4.4 * f1, (f1, f4)
