@@ -215,10 +215,22 @@ KILLS = [("rollout", 3), ("update", 4), ("eval", 4), ("checkpoint", 4), ("export
 
 
 @pytest.mark.slow
-def test_kill_9_anywhere_resumes_exactly(reference, cache_dir, tmp_path):
+def test_kill_9_anywhere_resumes_exactly(cache_dir, tmp_path):
   """SIGKILL at five points of one workdir, each rerun of the same command resuming:
   from the last complete checkpoint (never a half-written one), at most one
-  checkpoint interval back, with the uninterrupted run's metrics (rtol 1e-6)."""
+  checkpoint interval back, with the uninterrupted run's metrics (rtol 1e-6).
+
+  The uninterrupted run is the same command in its own process. (Against the
+  in-process `reference`, the last RL steps once differed at rtol 5e-4 in
+  grad_norm: its gradient there is ~1e-5, pure rounding noise, since the group's
+  rewards are all equal; an uninterrupted subprocess run matched the resumed one
+  bit for bit.)"""
+  uninterrupted = str(tmp_path / "uninterrupted")
+  out = _launch(uninterrupted, cache_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  want = {m["step"]: m for m in _metrics(uninterrupted)}
+  with open(os.path.join(uninterrupted, "summary.json")) as f:
+    want_evals = json.load(f)["evals"]
   workdir = str(tmp_path / "kill")
   every = OVERRIDES["ckpt_every"]
   ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -241,8 +253,9 @@ def test_kill_9_anywhere_resumes_exactly(reference, cache_dir, tmp_path):
   assert final.returncode == 0, final.stderr[-3000:]
   assert "at step 6" in final.stdout  # the export kill came after the last checkpoint
   rows = _metrics(workdir)
-  for m in rows:  # every step, each time it was computed, equals the reference
-    _assert_same(m, reference["history"][m["step"]], m["step"])
+  assert sorted({m["step"] for m in rows}) == sorted(want) == list(range(1, 7))
+  for m in rows:  # every step, each time it was computed, equals the uninterrupted run
+    _assert_same(m, want[m["step"]], m["step"])
   # Work lost per kill: the steps computed again after it, at most one interval.
   steps = [m["step"] for m in rows]
   restarts = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
@@ -250,5 +263,5 @@ def test_kill_9_anywhere_resumes_exactly(reference, cache_dir, tmp_path):
     assert steps[i - 1] - steps[i] + 1 <= every, steps
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
-  assert summary["evals"]["after_rl"] == reference["evals"]["after_rl"]
+  assert summary["evals"] == want_evals
   assert os.path.exists(os.path.join(workdir, "hf", "tokenizer.json"))
