@@ -104,19 +104,14 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
   """Generates the synthetic world if asked, loads or builds the tokenizer.
 
   User data wins: the synthetic world (`data.synthetic.num_train` > 0, as in
-  `:runlocal` and the demo) is generated only when `data.train` is empty. A given
-  data file that does not exist is an error here, before anything is built.
+  `:runlocal` and the demo) is generated only when `data.train` is empty. The given
+  files were checked by `preflight` before anything was built.
   """
   from crpo_jax.data import synthetic
   from crpo_jax.data import tokenizer as tok_lib
 
   d = config.data
   train, heldout = d.train, d.eval
-  for field, path in (("data.train", train), ("data.eval", heldout)):
-    if path and not os.path.isfile(path):
-      raise FileNotFoundError(f"config.{field}: {path} does not exist")
-  if d.tokenizer and not os.path.isdir(d.tokenizer):
-    raise FileNotFoundError(f"config.data.tokenizer: {d.tokenizer} is not a directory")
   syn = d.synthetic
   if syn.num_train > 0 and not train:
     train = os.path.join(data_dir, "train.jsonl")
@@ -387,10 +382,10 @@ def preflight(config, workdir: str) -> None:
   check_workdir(workdir)
   d = config.data
   root = d.video_root or None
-  if d.synthetic.num_train <= 0:
+  if d.train or d.synthetic.num_train <= 0:  # user data wins over the synthetic world
     check_records(d.train, "config.data.train", video_root=root, need_route=True)
-    if d.eval:
-      check_records(d.eval, "config.data.eval", video_root=root, need_route=False)
+  if d.eval:
+    check_records(d.eval, "config.data.eval", video_root=root, need_route=False)
   if d.tokenizer:
     check_tokenizer(d.tokenizer, "config.data.tokenizer")
   elif config.model.init_from:

@@ -47,9 +47,9 @@ def test_runlocal_without_data_generates_the_world(tmp_path):
 def test_missing_data_file_is_a_start_up_error(tmp_path, field):
   user = synthetic.generate(str(tmp_path / "mine"), 1, seed=7)
   c = _runlocal(**{"train": user, field: str(tmp_path / "missing.jsonl")})
-  with pytest.raises(FileNotFoundError, match=f"config.data.{field}: .*missing.jsonl"):
-    setup.prepare_data(c, str(tmp_path / "data"))
-  assert not os.path.exists(tmp_path / "data")
+  with pytest.raises(setup.PreflightError, match=f"config.data.{field}=.*missing.jsonl: file not"):
+    setup.preflight(c, str(tmp_path / "work"))
+  assert not os.path.exists(tmp_path / "work" / "data")
 
 
 def test_main_refuses_a_missing_data_file(tmp_path):
@@ -61,5 +61,5 @@ def test_main_refuses_a_missing_data_file(tmp_path):
     cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
   )
   assert proc.returncode != 0
-  assert "config.data.train: missing.jsonl does not exist" in proc.stderr
+  assert "config.data.train=missing.jsonl: file not found" in proc.stderr
   assert not os.path.exists(tmp_path / "work" / "data" / "train.jsonl")
