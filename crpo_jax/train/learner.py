@@ -263,7 +263,7 @@ class Learner:
     t_update = time.perf_counter() - t1
     n_tok = max(dev.pop("num_tokens", 0.0), 1.0)
     out = {k: dev[k] / n_tok for k in _SUM_METRICS if k in dev}
-    out.update(loss=dev["loss"], grad_norm=dev["grad_norm"])
+    out.update(loss=dev["loss"], grad_norm=dev["grad_norm"], param_norm=dev["param_norm"])
     gen_tokens = sum(int(gen.lengths.sum()) for gen, _, _ in rollouts.values())
     out.update(
       rollout_tokens_per_s=gen_tokens / max(t_sample, 1e-9),

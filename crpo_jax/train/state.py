@@ -154,9 +154,9 @@ def make_train_step(
   call and never differentiated. The state is donated.
 
   Metrics: `loss` (= total loss_sum / total denominator, the loss that was
-  differentiated), `grad_norm` (before clipping), `lr` would need the schedule and is
-  added by the caller, and every metric sum `loss_fn` returns, summed over
-  micro-batches.
+  differentiated), `grad_norm` (before clipping), `param_norm` (after the update),
+  `lr` would need the schedule and is added by the caller, and every metric sum
+  `loss_fn` returns, summed over micro-batches.
   """
 
   def step_fn(state: TrainState, batch: PyTree, aux: PyTree):
@@ -196,7 +196,13 @@ def make_train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = dict(m_sum, loss=l_sum / den, grad_norm=grad_norm, denominator=d_sum)
+    metrics = dict(
+      m_sum,
+      loss=l_sum / den,
+      grad_norm=grad_norm,
+      param_norm=optax.global_norm(params),
+      denominator=d_sum,
+    )
     return new_state, metrics
 
   return jax.jit(

@@ -71,13 +71,20 @@ def test_resume_equals_uninterrupted(full_run, tmp_path):
 
 
 def test_export_gives_trained_logits(full_run, tmp_path):
-  workdir, _ = full_run
+  workdir, summary = full_run
   out = export.export(workdir, str(tmp_path / "hf"))
   ours, step = export.restore_model(workdir)
   assert step == 4
   hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(
     out, dtype=torch.float32, attn_implementation="eager"
   ).eval()
+  # The exported weights are the trained ones: their global norm equals the norm the
+  # training step itself reported for the parameters it had just updated (in memory,
+  # independent of any restore or export code). Tied weights count once on both sides.
+  with torch.no_grad():
+    norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in hf.parameters())))
+  assert_close(norm, summary["history"][4]["param_norm"], rtol=1e-6, err_msg="param norm")
+  assert summary["history"][4]["param_norm"] != summary["history"][3]["param_norm"]
   inputs = R.video_inputs(0, ours.config)
   want = np.asarray(ours(**inputs))
   got = R.hf_logits(hf, inputs)
