@@ -39,5 +39,8 @@ def test_paired_bootstrap_by_hand():
   # 1/4, 1/2, 1/4, so the 95% percentile interval is [0, 1] around the mean 1/2.
   mean, low, high = stats.paired_bootstrap([1, 0], [0, 0], num_resamples=4000, seed=1)
   assert (mean, low, high) == (0.5, 0.0, 1.0)
+  # Differences (1, 0, 0, 0): a resample mean is Binomial(4, 1/4) / 4, whose 2.5% and
+  # 97.5% quantiles are 0 and 3/4 (P[<= 1/2] = 0.949, P[<= 3/4] = 0.996).
+  assert stats.paired_bootstrap([1, 0, 0, 0], [0] * 4, num_resamples=4000) == (0.25, 0.0, 0.75)
   with pytest.raises(ValueError, match="equal-length"):
     stats.paired_bootstrap([1, 0], [1])
