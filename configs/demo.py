@@ -19,7 +19,10 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
-  c.model.preset = "tiny"  # 3-layer text / 3-layer vision model, real vocabulary ids
+  # Speed lever: 512 vocabulary rows instead of 151936 (special tokens at ids 1..26 in
+  # Qwen's order, data.compact_vocab); the SFT step drops from ~2 s to ~0.35 s.
+  c.model.preset = "tiny_compact"  # 3-layer text / 3-layer vision model, compact vocab
+  c.data.compact_vocab = True  # the word tokenizer in the compact layout (matches the preset)
   c.model.dtype = "float32"  # CPU: no bfloat16 speed-up, keep exact
   c.mesh.fsdp = -1  # every local device (1 on a plain CPU run, 8 fake ones in tests)
   # 96 clips were memorised (train Acc 0.65, held-out 0.33 after SFT); 960 render in ~15 s.
@@ -35,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sft.steps = 300  # warm start: format (valid answers ~100%) and the start of the answers
   c.sft.lr = 1e-2  # tiny random model: a large rate (960 clips: train Acc 0.43 after SFT)
   c.sft.warmup_steps = 20  # warmup for the large rate
+  c.sft.branches = "orig"  # original branch only: no counterfactual supervision in SFT
   c.sft.think = ""  # empty reasoning in the SFT target keeps completions short (ours)
   c.optim.lr = 5e-5  # RL rate for the tiny model
   c.optim.warmup_steps = 2  # short warmup
