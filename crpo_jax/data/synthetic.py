@@ -10,6 +10,8 @@ writes `DIR/videos/*.mp4` (PyAV, libx264 yuv420p, NUM_FRAMES frames at FPS) and
   event_order          which of two shapes flashes first: temporal
   spatial_relation     is A left or right of B: spatial (flip swaps it)
   static               colour, shape, count: static (nothing changes it)
+  static_colour, static_shape, static_count: one kind of `static` each (only
+                       when `--families` names them; the default world has the five above)
 
 Rule for `answer_cf` (consistent with `transforms.counterfactual_answer`): a family
 only gets a route all of whose transforms give the same counterfactual answer, so
@@ -177,9 +179,9 @@ def _spatial_relation(rng: np.random.Generator, n: int, s: int) -> Scene:
   return draw, q, ["to the left of it", "to the right of it"], truth, other, "spatial"
 
 
-def _static(rng: np.random.Generator, n: int, s: int) -> Scene:
+def _static(rng: np.random.Generator, n: int, s: int, kind: str | None = None) -> Scene:
   """The colour or shape of one object, or the count of same-coloured objects."""
-  kind = str(rng.choice(["colour", "shape", "count"]))
+  kind = kind or str(rng.choice(["colour", "shape", "count"]))
   (c, shp) = _obj(rng)[0]
   cells = rng.permutation(9)[: int(rng.integers(1, 5)) if kind == "count" else 1]
   centres = [((i % 3 + 0.5) * s / 3, (i // 3 + 0.5) * s / 3) for i in cells]
@@ -199,6 +201,11 @@ def _static(rng: np.random.Generator, n: int, s: int) -> Scene:
 _RENDER = dict(
   zip(FAMILIES, [_moving_direction, _reversible_dynamics, _event_order, _spatial_relation, _static])
 )
+# One question kind of `static` each, selectable with `families` (never in the default
+# world): static colour is what a tiny random model learns first from pixels.
+SUBFAMILIES = ("static_colour", "static_shape", "static_count")
+for _kind in SUBFAMILIES:
+  _RENDER[_kind] = lambda rng, n, s, kind=_kind.split("_")[1]: _static(rng, n, s, kind)
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: float = FPS) -> None:
@@ -217,9 +224,10 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = FPS) -> None:
 def check_families(families: Sequence[str]) -> tuple[str, ...]:
   """The families as a tuple; raises on an empty list or an unknown name."""
   families = tuple(families)
-  unknown = [f for f in families if f not in FAMILIES]
+  unknown = [f for f in families if f not in _RENDER]
   if not families or unknown:
-    raise ValueError(f"synthetic families {list(families)}: unknown {unknown}; known {FAMILIES}")
+    known = FAMILIES + SUBFAMILIES
+    raise ValueError(f"synthetic families {list(families)}: unknown {unknown}; known {known}")
   return families
 
 
