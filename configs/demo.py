@@ -1,4 +1,4 @@
-"""CPU demo: synthetic world, tiny Qwen3-VL, SFT warm start, then CRPO (~7.5 min, 2 cores).
+"""CPU demo: synthetic world, tiny Qwen3-VL, SFT warm start, then CRPO (2 cores; see README).
 
   python -m crpo_jax.main --config=configs/demo.py --workdir=/tmp/crpo_demo
 
