@@ -204,8 +204,13 @@ _RENDER = dict(
 # One question kind of `static` each, selectable with `families` (never in the default
 # world): static colour is what a tiny random model learns first from pixels.
 SUBFAMILIES = ("static_colour", "static_shape", "static_count")
-for _kind in SUBFAMILIES:
-  _RENDER[_kind] = lambda rng, n, s, kind=_kind.split("_")[1]: _static(rng, n, s, kind)
+
+
+def _static_kind(kind: str) -> Callable[..., Scene]:
+  return lambda rng, n, s: _static(rng, n, s, kind)
+
+
+_RENDER.update({name: _static_kind(name.split("_")[1]) for name in SUBFAMILIES})
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: float = FPS) -> None:

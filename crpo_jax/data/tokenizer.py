@@ -158,7 +158,7 @@ def check_special_ids(tokenizer, model_ids: dict[str, int], where: str) -> None:
       + ", ".join(
         f"{f}: {t} is {got} in the tokenizer, {want} in the model"
         for f, (t, got, want) in wrong.items()
-      )  # fmt: skip
+      )
       + " (a compact word tokenizer, data.compact_vocab, needs a *_compact preset and back)"
     )
 

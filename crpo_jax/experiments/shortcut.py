@@ -291,10 +291,14 @@ def write_markdown(path: str, results: dict[str, Any]) -> None:
       "",
       "## CRPO (paper setting) - GRPO, held-out P-Acc",
       "",
-      f"- mean over seeds {d['p_acc_diff_mean']:+.3f}; per seed "
-      + ", ".join(f"{v:+.3f}" for v in d["p_acc_diff_per_seed"]),
-      f"- paired bootstrap 95% interval over {d['num_pairs']} pairs (pooled): "
-      f"[{d['bootstrap_ci95_over_pairs'][0]:+.3f}, {d['bootstrap_ci95_over_pairs'][1]:+.3f}]",
+      (
+        f"- mean over seeds {d['p_acc_diff_mean']:+.3f}; per seed "
+        + ", ".join(f"{v:+.3f}" for v in d["p_acc_diff_per_seed"])
+      ),
+      (
+        f"- paired bootstrap 95% interval over {d['num_pairs']} pairs (pooled): "
+        f"[{d['bootstrap_ci95_over_pairs'][0]:+.3f}, {d['bootstrap_ci95_over_pairs'][1]:+.3f}]"
+      ),
       f"- exact McNemar: CRPO-only {m['a_only']}, GRPO-only {m['b_only']}, p = {m['p_value']:.4g}",
     ]
   if results.get("control"):
@@ -447,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arms=arms,
     command="python -m crpo_jax.experiments.shortcut " + " ".join(argv or sys.argv[1:]),
   )
-  print(open(os.path.join(a.out, "results.md")).read())
+  with open(os.path.join(a.out, "results.md")) as f:
+    print(f.read())
   return 0 if res["summary"] else 1
 
 

@@ -304,16 +304,16 @@ PRESETS: dict[str, Qwen3VLConfig] = {
 # ids 1..26 in Qwen's order, so every special token keeps its role; 512 rows hold those
 # and the few hundred words of the synthetic world. With 152k rows the tiny model is
 # 99% vocabulary and the head takes most of each step.
-_COMPACT_IDS = dict(
-  vocab_size=512,
-  image_token_id=13,
-  video_token_id=14,
-  vision_start_token_id=10,
-  vision_end_token_id=11,
-  bos_token_id=1,
-  eos_token_id=3,
-  pad_token_id=1,
-)
+_COMPACT_IDS = {
+  "vocab_size": 512,
+  "image_token_id": 13,
+  "video_token_id": 14,
+  "vision_start_token_id": 10,
+  "vision_end_token_id": 11,
+  "bos_token_id": 1,
+  "eos_token_id": 3,
+  "pad_token_id": 1,
+}
 
 
 def _compact(base: Qwen3VLConfig, **text) -> Qwen3VLConfig:

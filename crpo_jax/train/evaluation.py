@@ -22,9 +22,9 @@ from crpo_jax.data import records as records_lib
 from crpo_jax.data import transforms
 from crpo_jax.eval import items as items_lib
 from crpo_jax.eval import metrics as eval_metrics
-from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
+from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import setup
 

@@ -60,7 +60,10 @@ def test_summary_schema_bootstrap_and_mcnemar(tmp_path):
 def test_world_files_and_arm_configs(tmp_path):
   c = demo.get_config("test")
   world = shortcut.make_world(str(tmp_path), 3, c, shortcut=1.0)
-  recs = {k: [json.loads(x) for x in open(world[k])] for k in ("train", "train_nolabels", "cue")}
+  recs = {}
+  for k in ("train", "train_nolabels", "cue"):
+    with open(world[k]) as f:
+      recs[k] = [json.loads(x) for x in f]
   assert all("answer_cf" in r for r in recs["train"])
   assert not any("answer_cf" in r for r in recs["train_nolabels"])
   assert [r["id"] for r in recs["train"]] == [r["id"] for r in recs["train_nolabels"]]
