@@ -33,6 +33,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.eval = ""  # held-out paired records for periodic Acc / P-Acc / sensitivity
   c.data.video_root = ""  # root for relative video paths ("" = the records' directory)
   c.data.tokenizer = ""  # tokenizer dir; "" = the one in model.init_from
+  # Built word tokenizer only: special tokens at ids 1..26 (needs a *_compact preset).
+  c.data.compact_vocab = False
   c.data.num_frames = 16  # frames per clip (Video-R1's FPS_MAX_FRAMES)
   c.data.fps = 2.0  # sampling rate before the frame cap
   c.data.max_pixels = 128 * 32 * 32  # pixels per frame (~128 merged tokens; factor 32)
@@ -44,6 +46,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.num_train = 0  # >0: generate a synthetic world into workdir/data
   c.data.synthetic.num_eval = 0  # held-out synthetic examples (paired)
   c.data.synthetic.shortcut = 0.0  # train-only static-cue/answer correlation in [0, 1]
+  c.data.synthetic.families = "all"  # comma-separated synthetic families, or "all"
+  c.data.synthetic.shuffle_options = True  # False: each family keeps one option order
 
   c.batch = ml_collections.ConfigDict()
   c.batch.prompts = 8  # prompts per RL step, all hosts together (1 per device, Video-R1)
@@ -106,6 +110,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sft.lr = 1e-5  # peak learning rate of the warm start
   c.sft.warmup_steps = 0  # warmup of the warm start
   c.sft.think = "Let me watch the video."  # reasoning text in the SFT target (ours)
+  # Branches the warm start trains on: "orig" (default, every algorithm: a GRPO baseline
+  # must not inherit counterfactual supervision) or "orig,cf" (also the cf video on its
+  # own target: y for Static routes, y_cf where the data gives one).
+  c.sft.branches = "orig"
 
   c.train_steps = 1200  # RL steps (Video-R1 trains ~1.2k)
   c.log_every = 1  # steps between metric writes

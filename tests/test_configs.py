@@ -35,7 +35,9 @@ def test_size_configs_paper_defaults(name):
 @pytest.mark.parametrize("arg", [None, "test"])
 def test_demo_config(arg):
   c = demo.get_config(arg)
-  assert c.model.preset == "tiny" and c.sft.steps > 0 and c.data.synthetic.num_train > 0
+  want = ("tiny", False) if arg == "test" else ("tiny_compact", True)
+  assert (c.model.preset, c.data.compact_vocab) == want
+  assert c.sft.steps > 0 and c.data.synthetic.num_train > 0 and c.sft.branches == "orig"
   with pytest.raises(ValueError):
     demo.get_config("nope")
   with pytest.raises(ValueError):

@@ -10,6 +10,8 @@ writes `DIR/videos/*.mp4` (PyAV, libx264 yuv420p, NUM_FRAMES frames at FPS) and
   event_order          which of two shapes flashes first: temporal
   spatial_relation     is A left or right of B: spatial (flip swaps it)
   static               colour, shape, count: static (nothing changes it)
+  static_colour, static_shape, static_count: one kind of `static` each (only
+                       when `--families` names them; the default world has the five above)
 
 Rule for `answer_cf` (consistent with `transforms.counterfactual_answer`): a family
 only gets a route all of whose transforms give the same counterfactual answer, so
@@ -177,9 +179,9 @@ def _spatial_relation(rng: np.random.Generator, n: int, s: int) -> Scene:
   return draw, q, ["to the left of it", "to the right of it"], truth, other, "spatial"
 
 
-def _static(rng: np.random.Generator, n: int, s: int) -> Scene:
+def _static(rng: np.random.Generator, n: int, s: int, kind: str | None = None) -> Scene:
   """The colour or shape of one object, or the count of same-coloured objects."""
-  kind = str(rng.choice(["colour", "shape", "count"]))
+  kind = kind or str(rng.choice(["colour", "shape", "count"]))
   (c, shp) = _obj(rng)[0]
   cells = rng.permutation(9)[: int(rng.integers(1, 5)) if kind == "count" else 1]
   centres = [((i % 3 + 0.5) * s / 3, (i // 3 + 0.5) * s / 3) for i in cells]
@@ -199,6 +201,16 @@ def _static(rng: np.random.Generator, n: int, s: int) -> Scene:
 _RENDER = dict(
   zip(FAMILIES, [_moving_direction, _reversible_dynamics, _event_order, _spatial_relation, _static])
 )
+# One question kind of `static` each, selectable with `families` (never in the default
+# world): static colour is what a tiny random model learns first from pixels.
+SUBFAMILIES = ("static_colour", "static_shape", "static_count")
+
+
+def _static_kind(kind: str) -> Callable[..., Scene]:
+  return lambda rng, n, s: _static(rng, n, s, kind)
+
+
+_RENDER.update({name: _static_kind(name.split("_")[1]) for name in SUBFAMILIES})
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: float = FPS) -> None:
@@ -214,12 +226,40 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = FPS) -> None:
     container.mux(stream.encode())
 
 
-def make_clip(index: int, seed: int, *, split: str, shortcut: float = 0.0, null_cf: float = 0.0):
-  """Renders clip `index`: (frames [T, H, W, 3] uint8, record dict without `video`)."""
+def check_families(families: Sequence[str]) -> tuple[str, ...]:
+  """The families as a tuple; raises on an empty list or an unknown name."""
+  families = tuple(families)
+  unknown = [f for f in families if f not in _RENDER]
+  if not families or unknown:
+    known = FAMILIES + SUBFAMILIES
+    raise ValueError(f"synthetic families {list(families)}: unknown {unknown}; known {known}")
+  return families
+
+
+def make_clip(
+  index: int,
+  seed: int,
+  *,
+  split: str,
+  shortcut: float = 0.0,
+  null_cf: float = 0.0,
+  families: Sequence[str] = FAMILIES,
+  shuffle_options: bool = True,
+  cue_conflict: bool = False,
+):
+  """Renders clip `index`: (frames [T, H, W, 3] uint8, record dict without `video`).
+
+  `families` restricts the family draw (the default keeps every clip of the full
+  world). `shuffle_options=False` keeps each family's own option order, so a word
+  always has the same letter (one hop less to learn). `cue_conflict` paints the
+  shortcut background of a *wrong* letter: an evaluation of shortcut-following.
+  """
   rng = np.random.default_rng([seed, index])
-  family = FAMILIES[int(rng.integers(len(FAMILIES)))]
+  family = families[int(rng.integers(len(families)))]
   draw, question, options, truth, cf_truth, route = _RENDER[family](rng, NUM_FRAMES, SIZE)
-  options = [options[i] for i in rng.permutation(len(options))]
+  order = rng.permutation(len(options))  # drawn either way: later draws stay the same
+  if shuffle_options:
+    options = [options[i] for i in order]
   # Kept to >= 2 real options (a record needs two); only 3+ option families qualify.
   if null_cf and route != "static" and len(options) > 2 and rng.random() < null_cf:
     options.remove(cf_truth)  # the counterfactual answer becomes the null option
@@ -228,6 +268,11 @@ def make_clip(index: int, seed: int, *, split: str, shortcut: float = 0.0, null_
   bg = BACKGROUND
   if shortcut and rng.random() < shortcut:
     bg = SHORTCUT_BACKGROUNDS[answer % len(SHORTCUT_BACKGROUNDS)]
+  cue = None
+  if cue_conflict:  # the background of a letter that is neither answer nor cf answer
+    wrong = [i for i in range(len(options)) if i not in (answer, cf)]
+    cue = int(wrong[int(rng.integers(len(wrong)))]) if wrong else (answer + 1) % len(options)
+    bg = SHORTCUT_BACKGROUNDS[cue % len(SHORTCUT_BACKGROUNDS)]
   frames = np.empty((NUM_FRAMES, SIZE, SIZE, 3), np.uint8)
   for t in range(NUM_FRAMES):
     frames[t] = bg
@@ -245,6 +290,8 @@ def make_clip(index: int, seed: int, *, split: str, shortcut: float = 0.0, null_
     "start": None,
     "end": None,
   }
+  if cue is not None:
+    record["cue"] = transforms.letter(cue)
   return frames, record
 
 
@@ -257,8 +304,14 @@ def generate(
   shortcut: float = 0.0,
   null_cf: float = 0.0,
   pairs: bool = False,
+  families: Sequence[str] = FAMILIES,
+  shuffle_options: bool = True,
+  cue_conflict: bool = False,
 ) -> str:
   """Writes `num` clips (2 * num items with `pairs`) and returns the JSONL path."""
+  families = check_families(families)
+  if cue_conflict and (shortcut or split == "train"):
+    raise ValueError("--cue-conflict is an evaluation split: no --shortcut, not --split train")
   if not 0 <= shortcut <= 1 or not 0 <= null_cf <= 1:
     raise ValueError(f"--shortcut ({shortcut}) and --null-cf ({null_cf}) must lie in [0, 1]")
   if shortcut and split != "train":
@@ -269,7 +322,16 @@ def generate(
   path = os.path.join(out, f"{split}.jsonl")
   with open(path, "w", encoding="utf-8") as f:
     for i in range(num):
-      frames, rec = make_clip(i, seed, split=split, shortcut=shortcut, null_cf=null_cf)
+      frames, rec = make_clip(
+        i,
+        seed,
+        split=split,
+        shortcut=shortcut,
+        null_cf=null_cf,
+        families=families,
+        shuffle_options=shuffle_options,
+        cue_conflict=cue_conflict,
+      )
       items = [(rec["id"], frames, rec)]
       if pairs:
         t = transforms.choose_transform(rec["route"], seed, rec["id"])
@@ -298,10 +360,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--shortcut", type=float, default=0.0, help="P(background encodes answer)")
   p.add_argument("--null-cf", type=float, default=0.0, help="P(cf answer is the null option)")
   p.add_argument("--pairs", action="store_true", help="DyBench-style original/transformed pairs")
+  p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+  p.add_argument("--fixed-options", action="store_true", help="no per-clip option shuffle")
+  p.add_argument("--cue-conflict", action="store_true", help="background of a wrong letter")
   a = p.parse_args(argv)
   try:
     path = generate(
-      a.out, a.num, a.seed, split=a.split, shortcut=a.shortcut, null_cf=a.null_cf, pairs=a.pairs
+      a.out,
+      a.num,
+      a.seed,
+      split=a.split,
+      shortcut=a.shortcut,
+      null_cf=a.null_cf,
+      pairs=a.pairs,
+      families=a.families.split(","),
+      shuffle_options=not a.fixed_options,
+      cue_conflict=a.cue_conflict,
     )
   except ValueError as e:
     p.error(str(e))

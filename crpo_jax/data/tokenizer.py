@@ -12,6 +12,13 @@ decode makes decode(encode(text)) == text for in-vocabulary text, so rewards can
 parse "<answer>A</answer>" out of decoded completions exactly as with the real
 tokenizer. The synthetic world, the CPU demo and the tests use it; nothing is
 downloaded.
+
+`compact=True` (config `data.compact_vocab`, for the `tiny_compact` and
+`demo_compact` presets) puts the same added tokens at ids 1..26 instead, in the
+same order, and the words after them: every token keeps its role, and a model with
+a few hundred vocabulary rows spends its step on the body instead of a 152k-way
+head. `check_special_ids` compares a tokenizer with the model config's ids, so a
+compact tokenizer cannot meet a Qwen-id model unnoticed.
 """
 
 from __future__ import annotations
@@ -113,7 +120,52 @@ def _words_of(text: str) -> list[str]:
   return re.findall(_UNIT, text)
 
 
-def build_word_tokenizer(words: Iterable[str], out_dir: str | os.PathLike) -> str:
+def added_token_ids(compact: bool) -> dict[str, int]:
+  """Id of every Qwen added token: the real ones, or 1..26 in the compact layout."""
+  return {tok: (i + 1 if compact else idx) for i, (tok, idx, _) in enumerate(QWEN_ADDED_TOKENS)}
+
+
+def check_special_ids(tokenizer, model_ids: dict[str, int], where: str) -> None:
+  """Raises unless the tokenizer has the model config's special-token ids.
+
+  Args:
+    tokenizer: a loaded tokenizer.
+    model_ids: field name -> id, e.g. {"video_token_id": 151656, ...} from the
+      model config (image/video/vision_start/vision_end/eos/pad token ids).
+    where: the tokenizer's directory, for the error.
+  """
+  tokens = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "eos_token_id": "<|im_end|>",
+    "pad_token_id": "<|endoftext|>",
+  }
+  wrong = {
+    field: (tok, tokenizer.convert_tokens_to_ids(tok), model_ids[field])
+    for field, tok in tokens.items()
+    if field in model_ids and tokenizer.convert_tokens_to_ids(tok) != model_ids[field]
+  }
+  size = model_ids.get("vocab_size")
+  if size is not None and len(tokenizer) > size:
+    raise ValueError(
+      f"{where}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {size}"
+    )
+  if wrong:
+    raise ValueError(
+      f"{where}: tokenizer ids differ from the model config's "
+      + ", ".join(
+        f"{f}: {t} is {got} in the tokenizer, {want} in the model"
+        for f, (t, got, want) in wrong.items()
+      )
+      + " (a compact word tokenizer, data.compact_vocab, needs a *_compact preset and back)"
+    )
+
+
+def build_word_tokenizer(
+  words: Iterable[str], out_dir: str | os.PathLike, *, compact: bool = False
+) -> str:
   """Writes a word-level HF tokenizer with the real Qwen special tokens.
 
   The vocabulary: "<unk>" (id 0), space, newline and tab, ASCII punctuation, the
@@ -126,6 +178,8 @@ def build_word_tokenizer(words: Iterable[str], out_dir: str | os.PathLike) -> st
     words: extra words or texts (e.g. every question and option of a dataset).
     out_dir: directory to write tokenizer.json, tokenizer_config.json and the
       chat template into; created if missing.
+    compact: added tokens at ids 1..26 and the words after them (see module doc),
+      instead of the real Qwen ids above the words.
 
   Returns:
     `out_dir` as a string, loadable with `load_tokenizer`.
@@ -133,17 +187,19 @@ def build_word_tokenizer(words: Iterable[str], out_dir: str | os.PathLike) -> st
   from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
   from transformers import PreTrainedTokenizerFast
 
-  vocab: dict[str, int] = {}
+  added = added_token_ids(compact)
+  vocab: dict[str, int] = {"<unk>": 0}
+  if compact:
+    vocab.update(added)
   units = ["<unk>", " ", "\n", "\t", *string.punctuation, *string.digits, *string.ascii_uppercase]
   units += [*string.ascii_lowercase, *_BASE_WORDS, *_words_of(prompts.INSTRUCTION)]
   for w in words:
     units += _words_of(w)
   for u in units:
     vocab.setdefault(u, len(vocab))
-  if len(vocab) >= QWEN_ADDED_TOKENS[0][1]:
+  if not compact and len(vocab) >= QWEN_ADDED_TOKENS[0][1]:
     raise ValueError(f"{len(vocab)} words collide with the Qwen special-token ids")
-  for tok, idx, _ in QWEN_ADDED_TOKENS:
-    vocab[tok] = idx
+  vocab.update(added)
   tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
   tk.pre_tokenizer = pre_tokenizers.Split(Regex(_UNIT), behavior="isolated")
   tk.decoder = decoders.Fuse()
@@ -158,7 +214,7 @@ def build_word_tokenizer(words: Iterable[str], out_dir: str | os.PathLike) -> st
   specials = [t for t in specials if t != "<|endoftext|>"]
   tokenizer.add_special_tokens({"additional_special_tokens": specials})
   tokenizer.add_tokens([t for t, _, special in QWEN_ADDED_TOKENS if not special])
-  for tok, idx, _ in QWEN_ADDED_TOKENS:
+  for tok, idx in added.items():
     got = tokenizer.convert_tokens_to_ids(tok)
     if got != idx:
       raise AssertionError(f"{tok} got id {got}, expected {idx}")

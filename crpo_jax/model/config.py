@@ -299,6 +299,56 @@ PRESETS: dict[str, Qwen3VLConfig] = {
   ),
 }
 
+# Narrow-vocabulary presets for the CPU synthetic world (ours). The word tokenizer's
+# compact layout (data.compact_vocab, data/tokenizer.py) puts the Qwen added tokens at
+# ids 1..26 in Qwen's order, so every special token keeps its role; 512 rows hold those
+# and the few hundred words of the synthetic world. With 152k rows the tiny model is
+# 99% vocabulary and the head takes most of each step.
+_COMPACT_IDS = {
+  "vocab_size": 512,
+  "image_token_id": 13,
+  "video_token_id": 14,
+  "vision_start_token_id": 10,
+  "vision_end_token_id": 11,
+  "bos_token_id": 1,
+  "eos_token_id": 3,
+  "pad_token_id": 1,
+}
+
+
+def _compact(base: Qwen3VLConfig, **text) -> Qwen3VLConfig:
+  ids = {k: v for k, v in _COMPACT_IDS.items() if k != "vocab_size"}
+  text_cfg = dataclasses.replace(base.text, vocab_size=_COMPACT_IDS["vocab_size"], **text)
+  return dataclasses.replace(base, text=text_cfg, **ids)
+
+
+# The tiny body with a 512-row vocabulary.
+PRESETS["tiny_compact"] = _compact(PRESETS["tiny"])
+# A wider demo model (still a few hundred vocabulary rows): width 96, 4 text layers.
+PRESETS["demo_compact"] = _compact(
+  _preset(
+    {
+      "hidden_size": 96,
+      "intermediate_size": 192,
+      "num_layers": 4,
+      "num_heads": 6,
+      "num_kv_heads": 2,
+      "head_dim": 16,
+      "mrope_section": (4, 2, 2),
+      "max_position_embeddings": 4096,
+      "tie_word_embeddings": False,
+    },
+    {
+      "depth": 3,
+      "hidden_size": 64,
+      "intermediate_size": 128,
+      "num_heads": 4,
+      "out_hidden_size": 96,
+      "deepstack_visual_indexes": (0, 2),
+    },
+  )
+)
+
 
 def get_preset(name: str) -> Qwen3VLConfig:
   try:

@@ -3,7 +3,12 @@
 The held-out file holds DyBench-style pairs (the synthetic world's `--pairs`: an
 original clip and its transformed clip sharing a `pair_id`). Every item is answered
 greedily on its own video; `crpo_jax.eval.metrics.dybench` turns the answers into
-Acc, P-Acc and the sensitivity diagnostic (METHOD.md section 8).
+Acc, P-Acc and the sensitivity diagnostic (METHOD.md section 8). Every metric is
+kept per category too: `acc/category=<family>` and `p_acc/category=<family>` (the
+record's `category`, e.g. the synthetic family), `acc/route=<route>`, and the
+sensitivity per category (`sensitivity/dynamic_differ/category=<family>`), so static
+and dynamic accuracy can be told apart. `predictions` keeps each item's answer for
+callers that score more (e.g. cue following on a cue-conflict split).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from crpo_jax import sharding
+from crpo_jax.data import records as records_lib
 from crpo_jax.data import transforms
 from crpo_jax.eval import items as items_lib
 from crpo_jax.eval import metrics as eval_metrics
@@ -33,6 +39,10 @@ class Evaluator:
     self.mesh, self.rules = mesh, tuple(rules)
     self.enabled = bool(path)
     self.last_sample = ""  # the first held-out completion of the last run, for logs
+    self.predictions: list[dict[str, str | bool]] = []  # the last run's answer per item
+    self._category = {}
+    if path:  # the batches carry the route, not the record's free-text category
+      self._category = {ex.id: ex.category or "" for ex in records_lib.read_records(path)}
     self._sampler = model_def.sampler(
       sampler_lib.SamplingConfig(
         max_new_tokens=config.eval_max_new_tokens,
@@ -71,7 +81,11 @@ class Evaluator:
             options=(),
             answer=str(batch["answer_letter"][i]),
             fmt="mcq",
-            meta={"pair_id": str(batch["pair_id"][i]), "route": route, "category": route},
+            meta={
+              "pair_id": str(batch["pair_id"][i]),
+              "route": route,
+              "category": self._category.get(str(batch["id"][i])) or route,
+            },
           )
           scored.append(eval_metrics.Scored(item, letter or "", letter == item.answer))
           if len(scored) == 1:
@@ -81,6 +95,22 @@ class Evaluator:
           break
     finally:
       loader.close()
-    out = {k: float(v) for k, v in eval_metrics.dybench(scored).items() if "=" not in k}
-    out["valid_answer"] = float(np.mean(valid_answers)) if valid_answers else 0.0
-    return out
+    self.predictions = [
+      {"id": s.item.id, "answer": s.extracted, "correct": bool(s.correct)} for s in scored
+    ]
+    return summarise(scored, valid_answers)
+
+
+def summarise(scored: list[eval_metrics.Scored], valid_answers: list[bool]) -> dict[str, float]:
+  """DyBench metrics overall, per category and per route, plus answer validity."""
+  out = {k: float(v) for k, v in eval_metrics.dybench(scored).items()}
+  out |= eval_metrics.accuracy_by(scored, "route")
+  groups: dict[str, list] = {}
+  for s in scored:
+    groups.setdefault(str(s.item.meta["category"]), []).append(s)
+  for cat, members in sorted(groups.items()):
+    for k, v in eval_metrics.dybench(members).items():
+      if k.startswith("sensitivity/"):
+        out[f"{k}/category={cat}"] = float(v)
+  out["valid_answer"] = float(np.mean(valid_answers)) if valid_answers else 0.0
+  return out

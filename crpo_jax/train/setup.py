@@ -100,6 +100,18 @@ def _words(*paths: str) -> list[str]:
   return words
 
 
+def synthetic_world(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `synthetic.generate` knobs shared by every split (families, option order)."""
+  from crpo_jax.data import synthetic
+
+  syn = config.data.synthetic
+  names = synthetic.FAMILIES if syn.families == "all" else syn.families.split(",")
+  return {
+    "families": synthetic.check_families(names),
+    "shuffle_options": bool(syn.shuffle_options),
+  }
+
+
 def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
   """Generates the synthetic world if asked, loads or builds the tokenizer.
 
@@ -118,19 +130,27 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
     heldout = heldout or (os.path.join(data_dir, "eval.jsonl") if syn.num_eval > 0 else "")
     # Every process writes the same files (the generator is a pure function of its
     # flags); only process 0 does on a shared filesystem.
+    world = synthetic_world(config)
     if not os.path.exists(train) and jax.process_index() == 0:
       synthetic.generate(data_dir, syn.num_train, config.seed, split="train",
-                         shortcut=syn.shortcut)  # fmt: skip
+                         shortcut=syn.shortcut, **world)  # fmt: skip
       if syn.num_eval > 0 and not d.eval:
-        synthetic.generate(data_dir, syn.num_eval, config.seed + 1, split="eval", pairs=True)
+        synthetic.generate(
+          data_dir, syn.num_eval, config.seed + 1, split="eval", pairs=True, **world
+        )
   if not train:
     raise ValueError("config.data.train is empty and no synthetic world was asked for")
   tok_dir = d.tokenizer or config.model.init_from
   if not tok_dir:
     tok_dir = os.path.join(data_dir, "tokenizer")
     if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-      tok_lib.build_word_tokenizer(_words(*(p for p in (train, heldout) if p)), tok_dir)
+      words = _words(*(p for p in (train, heldout) if p))
+      tok_lib.build_word_tokenizer(words, tok_dir, compact=d.compact_vocab)
   tokenizer = tok_lib.load_tokenizer(tok_dir)
+  if not config.model.init_from:  # a checkpoint's own tokenizer is checked on load
+    cfg = get_preset(config.model.preset)
+    ids = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name.endswith("_id")}
+    tok_lib.check_special_ids(tokenizer, dict(ids, vocab_size=cfg.text.vocab_size), tok_dir)
   pad_id = get_preset(config.model.preset).pad_token_id
   return RunData(
     train,

@@ -6,9 +6,11 @@ completion built from the ground truth (ours):
 
   <think>{sft.think}</think><answer>{letter}</answer><|im_end|>
 
-on both branches: the original video with y, and the counterfactual video with
-its own target (y for Static routes, y_cf where the data gives one; rows without a
-target are left out). The loss is the token mean of -log pi over completion tokens,
+on the branches `sft.branches` names: "orig" (the default for every algorithm) is
+the original video with y; "cf" adds the counterfactual video with its own target
+(y for Static routes, y_cf where the data gives one; rows without a target are left
+out). Training the cf branch would hand a GRPO baseline counterfactual supervision,
+so a comparison of algorithms keeps the default. The loss is the token mean of -log pi over completion tokens,
 accumulated exactly over micro-batches like the RL loss.
 """
 
@@ -47,14 +49,28 @@ def encode_targets(tokenizer, texts: list[str], eos_id: int, length: int, pad_id
   return tokens, mask
 
 
-def branch_targets(batch: dict[str, Any]) -> list[tuple[str, int, str]]:
-  """(branch, prompt index, letter) for every row with a known target."""
+BRANCHES = ("orig", "cf")
+
+
+def parse_branches(value: str) -> tuple[str, ...]:
+  """`sft.branches` ("orig" or "orig,cf") as a tuple; raises on anything else."""
+  branches = tuple(b.strip() for b in value.split(",") if b.strip())
+  if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) < len(branches):
+    raise ValueError(f"config sft.branches={value!r}: expected a subset of {BRANCHES}")
+  return branches
+
+
+def branch_targets(
+  batch: dict[str, Any], branches: tuple[str, ...] = ("orig",)
+) -> list[tuple[str, int, str]]:
+  """(branch, prompt index, letter) for every row of `branches` with a known target."""
   out = []
   for p in range(len(batch["route"])):
-    out.append(("orig", p, str(batch["answer_letter"][p])))
+    if "orig" in branches:
+      out.append(("orig", p, str(batch["answer_letter"][p])))
     route = transforms.ROUTES[int(batch["route"][p])]
     cf = str(batch["answer_letter"][p]) if route == "static" else batch["answer_cf_letter"][p]
-    if cf:
+    if "cf" in branches and cf:
       out.append(("cf", p, str(cf)))
   return out
 
@@ -74,6 +90,7 @@ class SFT:
   ):
     self.config, self.model_def, self.tokenizer = config, model_def, tokenizer
     self.mesh, self.rules = mesh, tuple(rules)
+    self.branches = parse_branches(config.sft.branches)
     keys = ("prompt_ids", "prompt_mask", "tokens", "mask", "pixel_values_videos", "video_grid_thw")
     batch_sharding = rows_lib.micro_batch_shardings(mesh, rules, config.batch.micro_rollouts, keys)
     self._batch_sharding = batch_sharding
@@ -91,7 +108,7 @@ class SFT:
     return nll, (n, {"num_tokens": n, "entropy": (ent * m).sum(), "confident": correct})
 
   def rows(self, batch: dict[str, Any]) -> dict[str, Any]:
-    targets = branch_targets(batch)
+    targets = branch_targets(batch, self.branches)
     num_prompts = len(batch["route"])
     videos = {
       "orig": rows_lib.split_videos(batch["orig"], num_prompts),

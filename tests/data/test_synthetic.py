@@ -153,3 +153,34 @@ def test_cli(tmp_path):
   assert len(_load(tmp_path / "train.jsonl")) == 2
   with pytest.raises(SystemExit):
     synthetic.main(["--out", str(tmp_path), "--num", "1", "--split", "val", "--shortcut", "1"])
+
+
+def test_family_and_option_order_knobs(tmp_path):
+  recs = _load(
+    synthetic.generate(str(tmp_path), 12, seed=3, families=["static"], shuffle_options=False)
+  )
+  assert {r["category"] for r in recs} == {"static"}
+  # A fixed order: each question kind lists its options in one order, whatever the clip.
+  by_kind = {}
+  for r in recs:
+    by_kind.setdefault(r["question"].split()[1], set()).add(tuple(r["options"]))
+  assert all(len(orders) == 1 for orders in by_kind.values()), by_kind
+  # The default keeps the full world, clip for clip.
+  full = _load(synthetic.generate(str(tmp_path / "all"), 6, seed=3))
+  assert full == _load(synthetic.generate(str(tmp_path / "all2"), 6, seed=3))
+  assert full[0]["category"] == synthetic.make_clip(0, 3, split="train")[1]["category"]
+  with pytest.raises(ValueError, match="unknown \\['colour'\\]"):
+    synthetic.generate(str(tmp_path / "x"), 1, seed=0, families=["colour"])
+
+
+def test_cue_conflict_paints_a_wrong_letters_background(tmp_path):
+  path = synthetic.generate(str(tmp_path), 10, seed=7, split="cue", pairs=True, cue_conflict=True)
+  recs = _load(path)
+  for rec in recs:
+    cue = transforms.letter_index(rec["cue"])
+    if len(rec["options"]) > 2:  # two options: the only wrong letter is the cf answer
+      assert rec["cue"] not in (rec["answer"], rec["answer_cf"])
+    corner = _decode(os.path.join(tmp_path, rec["video"]))[0, 0, 0].astype(int)
+    assert np.abs(corner - synthetic.SHORTCUT_BACKGROUNDS[cue]).max() < 12
+  with pytest.raises(ValueError, match="cue-conflict"):
+    synthetic.generate(str(tmp_path), 1, seed=0, split="train", cue_conflict=True)

@@ -106,3 +106,33 @@ def test_load_tokenizer_rejects_non_qwen_tokenizer(tmp_path):
   with pytest.raises(ValueError, match="lacks the Qwen3-VL tokens"):
     load_tokenizer(tmp_path)
   json.loads((tmp_path / "tokenizer.json").read_text())  # a valid file, just not Qwen's
+
+
+def test_compact_layout_keeps_roles_at_small_ids_matching_the_compact_presets(tmp_path):
+  from crpo_jax.data.tokenizer import added_token_ids, check_special_ids
+  from crpo_jax.model.config import get_preset
+
+  text = "The ball moves to the left_side, twice!"
+  small = load_tokenizer(build_word_tokenizer([text], tmp_path / "c", compact=True))
+  real = load_tokenizer(build_word_tokenizer([text], tmp_path / "q"))
+  assert list(added_token_ids(True).values()) == list(range(1, len(QWEN_ADDED_TOKENS) + 1))
+  for token, _, special in QWEN_ADDED_TOKENS:
+    assert small.convert_tokens_to_ids(token) == added_token_ids(True)[token]
+    assert (token in small.all_special_tokens) == special
+  assert max(small.get_vocab().values()) < 512
+  # Same text, same pieces, same decoding: only the ids moved.
+  prompt = f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{text}<|im_end|>"
+  ids = small(prompt, add_special_tokens=False)["input_ids"]
+  assert small.convert_ids_to_tokens(ids) == real.convert_ids_to_tokens(
+    real(prompt, add_special_tokens=False)["input_ids"]
+  )
+  assert small.decode(ids) == prompt
+  for name in ("tiny_compact", "demo_compact"):
+    cfg = get_preset(name)
+    ids = {f: getattr(cfg, f) for f in ("image_token_id", "video_token_id", "eos_token_id")}
+    check_special_ids(small, dict(ids, pad_token_id=cfg.pad_token_id), "compact")
+    with pytest.raises(ValueError, match="video_token_id: <\\|video_pad\\|> is 151656"):
+      check_special_ids(real, dict(ids, vocab_size=cfg.text.vocab_size), "qwen dir")
+  with pytest.raises(ValueError, match="vocab_size is 40"):
+    check_special_ids(small, {"vocab_size": 40}, "compact")
+  check_special_ids(real, {"video_token_id": get_preset("tiny").video_token_id}, "qwen")

@@ -1,0 +1,1 @@
+"""Experiments that measure the method: runners, their statistics and reports."""
