@@ -242,3 +242,31 @@ def test_nonfinite_update_is_skipped():
   assert optimizer.skip_counts(state.opt_state) == (0, 1)
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before[0], state.params)
   assert all(jax.tree.leaves(moved))
+
+
+def test_reference_forward_only_when_beta_is_positive(monkeypatch):
+  """beta = 0 skips the frozen reference: its log-probs are never computed in the loss."""
+  calls = []
+  original = rows_lib.ModelDef.completion_logprobs
+
+  def counted(self, params, mb, temperature, chunk):
+    calls.append(params)  # at trace time: one entry per forward in the traced loss
+    return original(self, params, mb, temperature, chunk)
+
+  _, _, _, state, with_ref = _small_setup("grpo", **{"loss.beta": 0.04})
+  batch = _batch()
+  rollouts = with_ref.sample(state, batch, 0)
+  scored = with_ref.score(rollouts, learner_lib.example_infos(batch))
+  adv = np.asarray(
+    learner_lib.adv_lib.compute_advantages(np.stack([r.total for r in scored]), mode="group")
+  )
+  micro = rows_lib.to_micro_batches(with_ref.train_rows(batch, rollouts, adv), 1)
+  mb = jax.tree.map(lambda x: x[0], micro)
+  monkeypatch.setattr(rows_lib.ModelDef, "completion_logprobs", counted)
+  jax.eval_shape(with_ref._loss, state.params, mb, state.params)
+  assert len(calls) == 2 and calls[1] is not calls[0]  # policy, then the reference
+  calls.clear()
+  _, _, _, state0, no_ref = _small_setup("grpo", **{"loss.beta": 0.0})
+  assert with_ref.use_ref and not no_ref.use_ref
+  jax.eval_shape(no_ref._loss, state0.params, mb, None)
+  assert len(calls) == 1
