@@ -58,8 +58,11 @@ def test_demo_runs_end_to_end(full_run):
 def test_resume_equals_uninterrupted(full_run, tmp_path):
   _, reference = full_run
   workdir = str(tmp_path / "resumed")
-  first = loop.run(_config(), workdir, stop_after=3)
+  interrupted = _config()
+  interrupted.ckpt_every = 100  # no periodic save reaches step 3: the preemption save must
+  first = loop.run(interrupted, workdir, stop_after=3)
   assert first["status"] == "preempted" and first["step"] == 3
+  assert max(os.listdir(first["checkpoints"]), key=int) == "3"
   second = loop.run(_config(), workdir)
   assert second["status"] == "finished" and sorted(second["history"]) == [4]
   for step, got in [(3, first["history"][3]), (4, second["history"][4])]:
