@@ -141,11 +141,11 @@ def _prompt(acc, fmt, crr, total):
 def test_reward_metrics_names_weights_and_spread():
   cfg = rewards.RewardConfig()
   spec = algorithms.get_algorithm("crpo")
-  # Two prompts, branches [orig, cf], G = 2. Totals: prompt 0 has spread on orig,
-  # none on cf; prompt 1 none on orig, spread on cf.
+  # Two prompts, branches [orig, cf], G = 2. Totals: both prompts have spread on
+  # orig; on cf prompt 0 has none, prompt 1 has.
   scored = [
     _prompt([[1, 0], [1, 1]], [[1, 1], [1, 1]], [[1, 0], [0, 0]], [[2.5, 1.0], [2.0, 2.0]]),
-    _prompt([[0, 0], [0, 1]], [[1, 1], [0, 1]], [[0, 0], [0, 1]], [[1.0, 1.0], [0.0, 2.5]]),
+    _prompt([[0, 0], [0, 1]], [[1, 1], [0, 1]], [[0, 0], [0, 1]], [[1.0, 0.0], [0.0, 2.5]]),
   ]
   infos = [rewards.ExampleInfo("Temporal", "A", 3, "B"), rewards.ExampleInfo("Static", "A", 3)]
   got = reward_lib.reward_metrics(
@@ -155,8 +155,8 @@ def test_reward_metrics_names_weights_and_spread():
   assert got["reward/original/weighted/crr"] == pytest.approx(cfg.crr_weight * 0.25)
   assert got["reward/counterfactual/unweighted/crr"] == pytest.approx(0.25)
   assert got["reward/counterfactual/weighted/format"] == pytest.approx(cfg.format_weight * 0.75)
-  assert got["reward/original/weighted/total"] == pytest.approx(5.5 / 4)
-  assert got["reward/original/zero_spread_groups"] == pytest.approx(0.5)
+  assert got["reward/original/weighted/total"] == pytest.approx(4.5 / 4)
+  assert got["reward/original/zero_spread_groups"] == 0.0
   assert got["reward/counterfactual/zero_spread_groups"] == pytest.approx(0.5)
   assert got["reward_route/original/unweighted/accuracy/temporal"] == pytest.approx(0.5)
   assert got["reward_route/counterfactual/weighted/total/static"] == pytest.approx(1.25)
