@@ -28,6 +28,8 @@ import sys
 
 import pytest
 
+from tests.train.test_console import library_lines
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 READMES = ("README.md", "launch/README.md")
 
@@ -305,7 +307,9 @@ def test_every_command_runs(demo_cli_run, tmp_path):
       tokens = _substitute(command, values)
       _dry_run_main(_python(tokens)[3:], ROOT)
     elif module and not _elsewhere(command):
-      _run(_python(_substitute(command, values)), ROOT)
+      proc = _run(_python(_substitute(command, values)), ROOT)
+      if module == "crpo_jax.export":  # Orbax's INFO lines go to WORKDIR/logs/
+        assert not library_lines(proc.stdout + proc.stderr), proc.stderr[-2000:]
     elif "launch/tpu_pod.sh" in command:
       log = tmp_path / "gcloud.log"
       _stand_in(bin_dir, "gcloud", log)
