@@ -298,10 +298,8 @@ def test_every_command_runs(demo_cli_run, tmp_path):
     module = _module(command)
     if module and command.endswith(f"-m {module}"):
       continue  # a mention ("`python -m crpo_jax.main` exits with:"), not a command
-    if (
-      module == "crpo_jax.main" and "configs/demo.py" in command and "--config.algo" not in command
-    ):
-      ran.append(command)  # the demo itself: demo_cli_run ran it (as `:test`)
+    if module == "crpo_jax.main" and "configs/demo.py " in command and "--config." not in command:
+      ran.append(command)  # the demo itself: demo_cli_run ran it (as `:test`); variants dry-run
       continue
     if module == "crpo_jax.main" and not _elsewhere(command):
       tokens = _substitute(command, values)
