@@ -62,6 +62,7 @@ _ELSEWHERE = {
   ".venv/bin/python -m pytest": "the suite itself (.ci/run)",
   ".ci/run": "the suite itself",
   "crpo_jax.evaluate": "tests/train/test_loop.py::test_evaluate_cli_takes_the_workdir",
+  "crpo_jax.plan": "tests/test_plan.py (an 8B plan compiles for ~15 min on 2 cores)",
   "tensorboard": "pyproject's [tensorboard] extra (tensorboard is not installed here)",
   "gcloud compute tpus tpu-vm create": "needs a Google Cloud project",
   "git clone": "needs the network",
