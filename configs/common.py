@@ -117,6 +117,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.train_steps = 1200  # RL steps (Video-R1 trains ~1.2k)
   c.log_every = 1  # steps between metric writes
+  c.log_rollouts = 4  # prompts whose rollouts each logged RL step keeps in WORKDIR/rollouts/
   c.eval_every = 100  # RL steps between held-out evaluations (0 = only start/end)
   c.eval_max_examples = 256  # held-out examples per evaluation
   c.eval_max_new_tokens = 768  # greedy completion budget in evaluation

@@ -84,6 +84,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   f = flags.FLAGS
+  from crpo_jax import console
+
+  console.setup(f.workdir)  # Orbax's INFO lines to WORKDIR/logs/, not the console
   export(f.workdir, f.out, f.step)
 
 

@@ -34,6 +34,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, data and exp
 _DISTRIBUTED = flags.DEFINE_bool(
   "distributed", True, "Call jax.distributed.initialize() when the environment is multi-process."
 )
+_DRY_RUN = flags.DEFINE_bool(
+  "dry_run", False, "Parse the flags and the config, print what would run, touch nothing."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_ERROR = 1  # an error that rerunning will not fix (message on stderr)
@@ -78,9 +81,28 @@ def initialize_distributed() -> None:
   )
 
 
+def dry_run_text(config, workdir: str) -> str:
+  """What `--dry_run` prints: the fields that say what a run would do."""
+  fields = ("algo", "model.preset", "model.init_from", "data.train", "data.eval",
+            "sft.steps", "train_steps", "mesh")  # fmt: skip
+  lines = [f"crpo_jax: dry run (config parsed; nothing run): workdir {workdir}"]
+  for field in fields:
+    value = config
+    for part in field.split("."):
+      value = value.get(part) if hasattr(value, "get") else None
+    lines.append(f"  {field} = {dict(value) if hasattr(value, 'items') else value!r}")
+  return "\n".join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _DRY_RUN.value:
+    print(dry_run_text(_CONFIG.value, _WORKDIR.value), flush=True)
+    return
+  from crpo_jax import console
+
+  console.setup(_WORKDIR.value)  # library INFO to WORKDIR/logs/, our lines on the console
   if _DISTRIBUTED.value:
     initialize_distributed()
   from crpo_jax.data import pipeline  # imported after distributed init

@@ -36,3 +36,32 @@ def _stub_cuda_only_torchvision_registrations():
 
 
 _stub_cuda_only_torchvision_registrations()
+
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_cli_run(tmp_path_factory):
+  """The README's demo command, shortened to `:test`, run once for the whole session.
+
+  `python -m crpo_jax.main --config=configs/demo.py:test --workdir=WORKDIR` in a
+  subprocess from the repository root, as a user runs it: its console
+  (tests/train/test_console.py), its workdir (tests/test_notebooks.py's run
+  inspection) and the README's command (tests/test_docs.py) are checked on it.
+  Returns (workdir, CompletedProcess).
+  """
+  import pathlib
+  import subprocess
+
+  root = pathlib.Path(__file__).resolve().parents[1]
+  workdir = tmp_path_factory.mktemp("demo_cli") / "run"
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+  env["XLA_FLAGS"] = ""  # one CPU device, as on a user's machine
+  cmd = [sys.executable, "-m", "crpo_jax.main", "--config=configs/demo.py:test"]
+  proc = subprocess.run(
+    [*cmd, f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True,
+    timeout=1200, check=False,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir, proc

@@ -36,6 +36,7 @@ from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
 from crpo_jax.train import faults
 from crpo_jax.train import learner_rows as rows_lib
+from crpo_jax.train import reward_metrics as reward_lib
 from crpo_jax.train import scalars as scalars_lib
 from crpo_jax.train import state as state_lib
 
@@ -107,6 +108,7 @@ class Learner:
     self.reward_cfg = reward_config(config)
     self.loss_cfg = loss_config(config)
     self.use_ref = self.loss_cfg.beta > 0
+    self.last_rollouts: list[dict[str, Any]] = []  # the last step's rollout sample
     s = config.sampling
     self._samplers = {}
     for branch in self.spec.branches:
@@ -180,13 +182,19 @@ class Learner:
         out[b.name] = (jax.tree.map(lambda x, rows=rows: x[rows], gen), videos[bi], n)
     return out
 
-  def score(self, rollouts, infos) -> list[rewards_lib.PromptRewards]:
-    """Decodes completions and scores every prompt on the host."""
+  def decode(self, rollouts, num_prompts: int):
+    """Completion texts and lengths per branch, [prompt][rollout]."""
     texts, lengths = {}, {}
     for name, (gen, _, n) in rollouts.items():
       decoded = [rows_lib.decode(self.tokenizer, t, ln) for t, ln in zip(gen.tokens, gen.lengths)]
-      texts[name] = [decoded[p * n : (p + 1) * n] for p in range(len(infos))]
-      lengths[name] = [gen.lengths[p * n : (p + 1) * n] for p in range(len(infos))]
+      texts[name] = [decoded[p * n : (p + 1) * n] for p in range(num_prompts)]
+      lengths[name] = [gen.lengths[p * n : (p + 1) * n] for p in range(num_prompts)]
+    return texts, lengths
+
+  def score(self, rollouts, infos, decoded=None) -> list[rewards_lib.PromptRewards]:
+    """Decodes completions (unless `decoded`, from `decode`, is given) and scores every
+    prompt on the host."""
+    texts, lengths = decoded or self.decode(rollouts, len(infos))
     get = lambda d, name, p: d[name][p] if name in d else None
     scored = []
     for p, info in enumerate(infos):
@@ -244,7 +252,8 @@ class Learner:
     t_sample = time.perf_counter() - t0
     faults.at("rollout", step + 1)
     infos = example_infos(batch)
-    scored = self.score(rollouts, infos)
+    decoded = self.decode(rollouts, len(infos))
+    scored = self.score(rollouts, infos, decoded)
     total = np.stack([r.total for r in scored])  # [P, Bn, G]
     adv = np.asarray(
       adv_lib.compute_advantages(
@@ -262,7 +271,7 @@ class Learner:
     dev = scalars_lib.to_scalars(dev_metrics)
     t_update = time.perf_counter() - t1
     n_tok = max(dev.pop("num_tokens", 0.0), 1.0)
-    out = {k: dev[k] / n_tok for k in _SUM_METRICS if k in dev}
+    out = {k: dev[k] / n_tok for k in self._used_metrics() if k in dev}
     out.update(loss=dev["loss"], grad_norm=dev["grad_norm"], param_norm=dev["param_norm"])
     gen_tokens = sum(int(gen.lengths.sum()) for gen, _, _ in rollouts.values())
     out.update(
@@ -272,21 +281,21 @@ class Learner:
       response_length=float(np.mean(rollouts["original"][0].lengths)),
       advantage_abs=float(np.abs(adv).mean()),
     )
-    out.update(reward_metrics(scored, infos, [b.name for b in self.spec.gradient_branches]))
+    grad = [b.name for b in self.spec.gradient_branches]
+    terms = self.spec.reward_terms
+    out.update(reward_lib.reward_metrics(scored, infos, grad, terms, self.reward_cfg))
+    self.last_rollouts = reward_lib.rollout_sample(
+      scored, infos, decoded[0], adv, grad, terms, batch.get("id", []), self.config.log_rollouts
+    )  # the loop writes it to WORKDIR/rollouts/ on logged steps
     return state, out
 
+  def _used_metrics(self) -> tuple[str, ...]:
+    """The loss metrics this run can make non-zero (no KL without a reference model,
+    no dual-clip fraction without dual clipping)."""
+    unused = set()
+    if not self.use_ref:
+      unused.add("kl")
+    if self.loss_cfg.dual_clip_c is None:
+      unused.add("dual_clip_frac")
+    return tuple(k for k in _SUM_METRICS if k not in unused)
 
-def reward_metrics(scored, infos, branch_names) -> dict[str, float]:
-  """Every reward term per branch and per route, plus accuracy and CRR summaries."""
-  out = {}
-  routes = [i.route for i in infos]
-  for term in (*rewards_lib.TERMS, "total"):
-    arr = np.stack([getattr(r, term) if term != "total" else r.total for r in scored])
-    for k, name in enumerate(branch_names[: arr.shape[1]]):
-      out[f"reward/{name}/{term}"] = float(arr[:, k].mean())
-      per_prompt = arr[:, k].mean(-1).tolist()
-      out.update(scalars_lib.mean_by(per_prompt, routes, f"reward_route/{name}/{term}"))
-  acc = np.stack([r.accuracy[0] for r in scored])
-  out["accuracy"] = float(acc.mean())
-  out["crr"] = float(np.mean([r.crr.mean() for r in scored]))
-  return out

@@ -7,6 +7,8 @@
   hf/            the final policy as a transformers directory (export_at_end)
   config.json    this launch's config, and every launch's under `launch_history`
   metrics.jsonl  one line per computed step (a resumed run appends the steps it redoes)
+  rollouts/      step_N.jsonl: `log_rollouts` prompts' rollouts per logged RL step
+  logs/          library and INFO log lines (crpo_jax/console.py; main.py sets it up)
 
 Steps are counted globally: 1..sft.steps are the warm start, the next train_steps
 are RL. A checkpoint records its phase, so a resumed run continues where it
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from crpo_jax import sharding
+from crpo_jax import console, sharding
 from crpo_jax.train import batch_sizes, evaluation, faults, setup
 from crpo_jax.train import checkpoint as ckpt_lib
 from crpo_jax.train import learner as learner_lib
@@ -40,6 +42,7 @@ from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import optimizer as optim_lib
 from crpo_jax.train import progress as progress_lib
+from crpo_jax.train import reward_metrics as reward_lib
 from crpo_jax.train import sft as sft_lib
 from crpo_jax.train import state as state_lib
 
@@ -150,7 +153,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
     _say(f"resumed from {paths['checkpoints']} at step {step} ({meta['phase']})")
   writer = metrics_lib.create_writer(paths["tensorboard"])
   if step == 0:
-    writer.write_hparams(dict(config.flatten()) if hasattr(config, "flatten") else {})
+    writer.write_hparams(metrics_lib.flat_config(config))
 
   saved = {"step": ckpt.latest_step()}
 
@@ -238,9 +241,10 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
       _append_metrics(metrics_path, step, last)
     if step % config.log_every == 0 or step == total:
       metrics_lib.log_scalars(writer, step, metrics_lib.to_scalars(last, prefix))
-    keys = ("loss", "accuracy", "crr") if meta["phase"] == "rl" else ("loss", "token_confident")
+      if meta["phase"] == "rl" and config.log_rollouts and jax.process_index() == 0:
+        reward_lib.write_rollouts(workdir, step, learner.last_rollouts)
     done = step if meta["phase"] == "sft" else step - sft_steps
-    prog.update(done, {k: last[k] for k in keys if k in last})
+    prog.update(done, console.key_metrics(last, meta["phase"]))
     rl_done = step - sft_steps
     periodic = config.eval_every and rl_done % config.eval_every == 0 and rl_done < rl_steps
     if meta["phase"] == "rl" and periodic and evaluator.enabled:

@@ -5,8 +5,11 @@ CLU's own TensorBoard writer needs TensorFlow, which a bare accelerator image la
 instead (event files that `tensorboard --logdir` reads). Only process 0 writes.
 
 Names: `train/...` and `eval/...`; RL reward terms are
-`reward/<branch>/<term>` (branch: orig, cf) and `reward_route/<route>/<term>`, so
-TensorBoard groups them per branch and per route.
+`reward/<branch>/unweighted/<term>` and `reward/<branch>/weighted/<term>` (the term
+times its weight; `weighted/total` is the reward the advantages use), per route
+`reward_route/<branch>/unweighted/<term>/<route>`, and
+`reward/<branch>/zero_spread_groups` (train/reward_metrics.py). Only the terms the
+algorithm uses are logged.
 """
 
 from __future__ import annotations
@@ -83,7 +86,13 @@ class TensorBoardWriter(interface.MetricWriter):
       self._writer.add_histogram(key, np.asarray(value), step)
 
   def write_hparams(self, hparams: Mapping[str, Any]):
+    """The HPARAMS dashboard's entry, plus the same as one text summary."""
+    from tensorboardX.summary import hparams as hparams_summary
+
     flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    file_writer = self._writer._get_file_writer()
+    for summary in hparams_summary(flat, {}):
+      file_writer.add_summary(summary)
     self._writer.add_text("hparams", "\n".join(f"{k}: {v}" for k, v in sorted(flat.items())), 0)
 
   def flush(self):
@@ -91,6 +100,21 @@ class TensorBoardWriter(interface.MetricWriter):
 
   def close(self):
     self._writer.close()
+
+
+def flat_config(config) -> dict[str, Any]:
+  """`{'loss.beta': 0.04, ...}` from a ConfigDict (which has no `flatten()`)."""
+  flat: dict[str, Any] = {}
+
+  def walk(d, prefix):
+    for key, value in d.items():
+      if isinstance(value, Mapping):
+        walk(value, f"{prefix}{key}.")
+      else:
+        flat[f"{prefix}{key}"] = value
+
+  walk(config.to_dict() if hasattr(config, "to_dict") else dict(config), "")
+  return flat
 
 
 def create_writer(logdir: str, *, console: bool = True) -> metric_writers.MetricWriter:

@@ -14,6 +14,7 @@ from crpo_jax import sharding
 from crpo_jax.data import processor, transforms
 from crpo_jax.model import vlm
 from crpo_jax.model.config import Qwen3VLConfig, TextConfig, VisionConfig
+from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import optimizer
@@ -139,8 +140,18 @@ def test_two_steps_finite_and_changing(algo):
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, state.params)
   assert all(jax.tree.leaves(changed)), changed
   branches = [b.name for b in learner.spec.gradient_branches]
-  assert f"reward/{branches[-1]}/total" in metrics
+  assert f"reward/{branches[-1]}/weighted/total" in metrics
   assert any(k.startswith("reward_route/original/") for k in metrics)
+  # No tag for a reward term the algorithm never uses, nor KL without a reference.
+  unused = set(rewards_lib.TERMS) - set(learner.spec.reward_terms)
+  assert not [k for k in metrics if any(f"/{t}" in k for t in unused)]
+  assert ("crr" in metrics) == ("crr" in learner.spec.reward_terms)
+  assert ("kl" in metrics) == learner.use_ref
+  for name in branches:
+    assert 0.0 <= metrics[f"reward/{name}/zero_spread_groups"] <= 1.0
+  # The bounded rollout sample the loop writes to WORKDIR/rollouts/.
+  assert len(learner.last_rollouts) == min(config.log_rollouts, len(batch["route"]))
+  assert set(learner.last_rollouts[0]["branches"]) == set(branches)
 
 
 def _small_setup(algo="crpo", **overrides):

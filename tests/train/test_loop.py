@@ -49,7 +49,7 @@ def test_demo_runs_end_to_end(full_run):
   rl = summary["history"][4]
   for key in ("loss", "kl", "entropy", "clip_frac", "response_length", "grad_norm"):
     assert np.isfinite(rl[key]), key
-  assert "reward/original/crr" in rl and "reward/counterfactual/format" in rl
+  assert "reward/original/unweighted/crr" in rl and "reward/counterfactual/weighted/format" in rl
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["tensorboard"]))
   assert max(os.listdir(summary["checkpoints"]), key=int) == "4"
   assert os.path.exists(os.path.join(summary["hf"], "config.json"))
