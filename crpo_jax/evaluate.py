@@ -24,7 +24,11 @@ import shutil
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config file (configs/eval.py).")
+
+def _define_flags():
+  """Flags exist only when this module is the program (it is also imported as a library,
+  next to crpo_jax.main, which defines its own --config)."""
+  return config_flags.DEFINE_config_file("config", None, "Eval config file (configs/eval.py).")
 
 
 def is_hf_dir(path: pathlib.Path) -> bool:
@@ -104,7 +108,7 @@ def main(argv: list[str]) -> None:
   # Imported after flag parsing so jax starts with the final XLA flags.
   from crpo_jax.eval import runner
 
-  cfg = _CONFIG.value
+  cfg = flags.FLAGS.config
   if cfg.model and not cfg.predictions:
     hf_dir, name = resolve_model(cfg.model)
     with cfg.unlocked():
@@ -124,5 +128,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)
