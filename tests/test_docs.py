@@ -63,6 +63,10 @@ _ELSEWHERE = {
   ".ci/run": "the suite itself",
   "crpo_jax.evaluate": "tests/train/test_loop.py::test_evaluate_cli_takes_the_workdir",
   "crpo_jax.plan": "tests/test_plan.py (an 8B plan compiles for ~15 min on 2 cores)",
+  "crpo_jax.experiments.shortcut": (
+    "tests/experiments/test_shortcut.py checks its arms and statistics; a full run"
+    " trains six arms for about an hour on 2 cores (benchmarks/RESULTS.md)"
+  ),
   "tensorboard": "pyproject's [tensorboard] extra (tensorboard is not installed here)",
   "gcloud compute tpus tpu-vm create": "needs a Google Cloud project",
   "git clone": "needs the network",

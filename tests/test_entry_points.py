@@ -90,6 +90,15 @@ def test_help(venv, module):
   assert ENTRY_POINTS[module] in proc.stdout + proc.stderr
 
 
+def test_export_of_a_real_run(venv, demo_cli_run):
+  """export in the plain install: restores the demo run's checkpoint, writes an HF dir."""
+  workdir, _ = demo_cli_run
+  _, run_dir, _, _ = venv
+  _run(venv, "-m", "crpo_jax.export", f"--workdir={workdir}", "--out=hf_out")
+  with open(run_dir / "hf_out" / "config.json") as f:
+    assert "text_config" in json.load(f)
+
+
 def test_small_real_calls(venv):
   _, run_dir, src, _ = venv
   _run(venv, "-m", "crpo_jax.data.synthetic", "--out", "w", "--num", "3")
@@ -115,7 +124,7 @@ def test_small_real_calls(venv):
     venv, "-m", "crpo_jax.main", config, "--config.data.train=nope.jsonl", "--workdir=wd",
     check=False,
   )  # fmt: skip
-  assert proc.returncode != 0 and "config.data.train: nope.jsonl does not exist" in proc.stderr
+  assert proc.returncode != 0 and "config.data.train=nope.jsonl: file not found" in proc.stderr
   assert "ModuleNotFoundError" not in proc.stderr
   proc = _run(venv, "-m", "crpo_jax.evaluate", f"--config={src}/configs/eval.py:cpu",
               "--config.data=w/r.jsonl", "--config.model=nowhere", check=False)  # fmt: skip
