@@ -79,6 +79,7 @@ def _cli(*args):
   env = dict(os.environ, PYTHONPATH=_ROOT)
   return subprocess.run(
     [sys.executable, "-m", "crpo_jax.plan", *args],
+    check=False,
     capture_output=True,
     text=True,
     cwd=_ROOT,

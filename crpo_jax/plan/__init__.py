@@ -78,8 +78,10 @@ class Report:
       f"{'peak GiB':>9s} {'headroom':>9s} {'compile s':>9s}"
     )
     lines = [
-      f"{self.topology}: {self.devices} x {self.device_kind}, "
-      f"{self.hbm_bytes / _GIB:.2f} GiB per device, mesh {self.mesh}",
+      (
+        f"{self.topology}: {self.devices} x {self.device_kind}, "
+        f"{self.hbm_bytes / _GIB:.2f} GiB per device, mesh {self.mesh}"
+      ),
       head,
       "-" * len(head),
     ]

@@ -109,7 +109,7 @@ def local_topology() -> Topology:
   devices = jax.devices()
   try:
     limit = int(devices[0].memory_stats()["bytes_limit"])
-  except Exception:  # CPU has no memory stats: share the host's RAM
+  except (KeyError, TypeError, RuntimeError, NotImplementedError):  # CPU: no memory stats
     limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // len(devices)
   return Topology("local", devices, limit, devices[0].device_kind)
 

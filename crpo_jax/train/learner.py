@@ -298,4 +298,3 @@ class Learner:
     if self.loss_cfg.dual_clip_c is None:
       unused.add("dual_clip_frac")
     return tuple(k for k in _SUM_METRICS if k not in unused)
-

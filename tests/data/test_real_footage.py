@@ -30,7 +30,7 @@ MIRROR = "Is this video mirrored left to right?"
 def pair_world(tmp_path_factory):
   root = tmp_path_factory.mktemp("real_pair")
   src = real_clips.path("carphone_pristine.mp4")
-  frames, meta = decode_video(src, fps=2.0, max_frames=8)  # the frames the pipeline sees
+  frames, _ = decode_video(src, fps=2.0, max_frames=8)  # the frames the pipeline sees
   (root / "videos").mkdir()
   rows = []
   for name, clip in (

@@ -82,5 +82,5 @@ def test_gradient_accumulators_sharded_like_params():
   # Sharded over 8 devices, accumulator + gradient + update need ~3/8 of the parameters.
   assert temp < 0.6 * full, (temp, full)
   with sharding.use_mesh(mesh):
-    new, metrics = step(state, batch, None)
+    _, metrics = step(state, batch, None)
   assert np.isfinite(float(metrics["loss"]))
