@@ -421,6 +421,22 @@ def run(
   return results
 
 
+def plan_lines(out: str, seeds, config_path: str, config_arg: str, arms) -> list[str]:
+  """What `run` would train, one line per arm, from the configs `run` would build."""
+  base = load_config(config_path, config_arg)
+  world = {k: os.path.join(out, "seed_S", "world", f) for k, f in
+           (("train", "train.jsonl"), ("eval", "eval.jsonl"), ("tokenizer", "tokenizer"))}  # fmt: skip
+  lines = [f"dry run: seeds {list(seeds)}, {len(arms)} arms from one SFT warm start per seed"]
+  for arm in arms:
+    overrides, train_file = ARMS[arm]
+    c = arm_config(base, world, overrides, train_file)
+    lines.append(
+      f"  {arm}: algo={c.algo} data={train_file} steps={c.train_steps} lr={c.optim.lr}"
+      f" prompts/step={c.batch.prompts} G={c.sampling.num_generations}"
+    )
+  return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(
     prog="python -m crpo_jax.experiments.shortcut",
@@ -435,12 +451,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--control-seed", type=int, default=0, help="seed of the no-shortcut control")
   p.add_argument("--no-control", action="store_true", help="skip the control")
   p.add_argument("--arms", default=",".join(ARMS), help=f"subset of {list(ARMS)}")
+  p.add_argument(
+    "--dry-run",
+    action="store_true",
+    help="build every arm's config (unknown fields fail), print the plan, write nothing",
+  )
   a = p.parse_args(argv)
   arms = [x for x in a.arms.split(",") if x]
   unknown = [x for x in arms if x not in ARMS]
   if unknown:
     p.error(f"--arms: unknown {unknown}; known {list(ARMS)}")
   seeds = [int(s) for s in a.seeds.split(",") if s]
+  if a.dry_run:
+    for line in plan_lines(a.out, seeds, a.config, a.config_arg, arms):
+      print(line)
+    return 0
   res = run(
     a.out,
     seeds,
