@@ -94,7 +94,9 @@ def test_export_of_a_real_run(venv, demo_cli_run):
   """export in the plain install: restores the demo run's checkpoint, writes an HF dir."""
   workdir, _ = demo_cli_run
   _, run_dir, _, _ = venv
-  _run(venv, "-m", "crpo_jax.export", f"--workdir={workdir}", "--out=hf_out")
+  copy = run_dir / "demo_copy"  # export logs into its workdir: keep the shared run's logs/ as is
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("logs"))
+  _run(venv, "-m", "crpo_jax.export", f"--workdir={copy}", "--out=hf_out")
   with open(run_dir / "hf_out" / "config.json") as f:
     assert "text_config" in json.load(f)
 
