@@ -78,7 +78,11 @@ def test_demo_console_is_ours(demo_cli_run):
   assert set(re.findall(r"(\w+)=", rl_line)) == set(console.KEY_METRICS["rl"])
   assert "reward/" not in console_text
   # The library INFO lines went to the log file instead.
-  (log,) = glob.glob(os.path.join(workdir, "logs", "crpo_jax.*.log.INFO.*"))
+  # The run's own log is the first: later commands on this shared workdir (the docs
+  # test's exports) add theirs. absl names them ...log.INFO.<YYYYmmdd-HHMMSS>.<pid>.
+  logs = sorted(glob.glob(os.path.join(workdir, "logs", "crpo_jax.*.log.INFO.*")))
+  assert logs, os.listdir(os.path.join(workdir, "logs"))
+  log = logs[0]
   with open(log) as f:
     logged = f.read()
   assert len(library_lines(logged)) > 50  # Orbax alone writes hundreds
