@@ -214,7 +214,12 @@ def build_word_tokenizer(
   specials = [t for t in specials if t != "<|endoftext|>"]
   tokenizer.add_special_tokens({"additional_special_tokens": specials})
   tokenizer.add_tokens([t for t, _, special in QWEN_ADDED_TOKENS if not special])
-  for tok, idx in added.items():
+  return save_checked(tokenizer, added, out_dir)
+
+
+def save_checked(tokenizer, expected_ids: dict[str, int], out_dir) -> str:
+  """Saves `tokenizer` to `out_dir` after checking every token sits at its expected id."""
+  for tok, idx in expected_ids.items():
     got = tokenizer.convert_tokens_to_ids(tok)
     if got != idx:
       raise AssertionError(f"{tok} got id {got}, expected {idx}")

@@ -71,10 +71,4 @@ def build_qwen_tokenizer(out_dir: str | os.PathLike) -> str:
   )
   specials = [t for t, _, special in added if special and t not in ("<|im_end|>", "<|endoftext|>")]
   tokenizer.add_special_tokens({"additional_special_tokens": specials})
-  for tok, idx, _ in added:
-    got = tokenizer.convert_tokens_to_ids(tok)
-    if got != idx:
-      raise AssertionError(f"{tok} got id {got}, expected {idx}")
-  os.makedirs(out_dir, exist_ok=True)
-  tokenizer.save_pretrained(str(out_dir))
-  return str(out_dir)
+  return tok_lib.save_checked(tokenizer, {tok: idx for tok, idx, _ in added}, out_dir)
