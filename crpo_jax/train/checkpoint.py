@@ -187,6 +187,7 @@ class PreemptionWatcher:
     self._timer: threading.Timer | None = None
     self._signals_seen = 0
     self._lock = threading.Lock()
+    self._closed = False  # set by restore_handlers: no grace timer may start after it
     self._pipe: tuple[int, int] | None = None
     self._previous_fd = -1
     # With several processes, jax.distributed's preemption service owns SIGTERM and
@@ -228,24 +229,32 @@ class PreemptionWatcher:
           self._on_signal(signum)
 
   def _on_signal(self, signum: int) -> None:
-    with self._lock:
-      self._signals_seen += 1
-      first = self._signals_seen == 1
     name = signal.Signals(signum).name
-    if not first:
-      _stderr(f"received {name} again: exiting now without saving (exit {PREEMPTED_EXIT_CODE})")
-      os._exit(PREEMPTED_EXIT_CODE)
-    _stderr(
-      f"received {name}: will save a checkpoint at the next step boundary and exit "
-      f"(exit {PREEMPTED_EXIT_CODE}); exiting without saving if that takes over "
-      f"{self.grace_s:g} s; send it again to exit now"
-    )
-    self._event.set()
-    self._timer = threading.Timer(self.grace_s, self._expire)
-    self._timer.daemon = True
-    self._timer.start()
+    with self._lock:
+      # The thread can read a signal's byte after the run already ended and
+      # restore_handlers ran (the main thread's handler acted on it first): then
+      # there is nothing left to guard, and a grace timer started now would end the
+      # process that outlives this watcher (a test session) grace_s seconds later.
+      if self._closed:
+        return
+      self._signals_seen += 1
+      if self._signals_seen > 1:
+        _stderr(f"received {name} again: exiting now without saving (exit {PREEMPTED_EXIT_CODE})")
+        os._exit(PREEMPTED_EXIT_CODE)
+      _stderr(
+        f"received {name}: will save a checkpoint at the next step boundary and exit "
+        f"(exit {PREEMPTED_EXIT_CODE}); exiting without saving if that takes over "
+        f"{self.grace_s:g} s; send it again to exit now"
+      )
+      self._event.set()
+      self._timer = threading.Timer(self.grace_s, self._expire)
+      self._timer.daemon = True
+      self._timer.start()
 
   def _expire(self) -> None:
+    with self._lock:
+      if self._closed:  # the run ended as the timer fired
+        return
     _stderr(
       f"no safe point within {self.grace_s:g} s of the stop signal: exiting without saving "
       f"(exit {PREEMPTED_EXIT_CODE}); a rerun resumes from the last committed checkpoint"
@@ -276,8 +285,10 @@ class PreemptionWatcher:
 
   def restore_handlers(self) -> None:
     """Puts the previous handlers back and stops the grace timer (the run is over)."""
-    if self._timer is not None:
-      self._timer.cancel()
+    with self._lock:
+      self._closed = True
+      if self._timer is not None:
+        self._timer.cancel()
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     self._previous = {}

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +149,37 @@ def test_sigterm_and_sigint_set_stop_flag(sig):
   finally:
     watcher.restore_handlers()
   assert signal.getsignal(sig) is previous
+
+
+_WATCHER_RACE = """
+import os, signal, sys, time
+from crpo_jax.train import checkpoint
+for i in range(int(sys.argv[1])):
+  watcher = checkpoint.PreemptionWatcher(grace_s=0.3)
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert watcher.should_stop(i)
+  watcher.restore_handlers()  # the run is over, maybe before the thread read the pipe
+time.sleep(1.0)  # past every grace time a late timer could have started
+print("survived")
+"""
+
+
+def test_signal_handled_at_the_end_of_a_run_never_ends_the_process_later():
+  """The watcher thread can read a signal's byte after restore_handlers ran (the
+  main thread's handler already acted on it); it must not start a grace timer then,
+  or the process that outlives the run (a test session, a notebook) exits 75
+  grace_s seconds later. This killed a CI run: 600 s after
+  test_sigterm_and_sigint_set_stop_flag, in a test far away."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TPU_SKIP_MDS_QUERY": "1"}
+  out = subprocess.run(
+    [sys.executable, "-c", _WATCHER_RACE, "200"],
+    check=False,
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert out.returncode == 0 and "survived" in out.stdout, (out.returncode, out.stderr[-2000:])
 
 
 def test_progress_eta_skips_compile_step():
