@@ -11,7 +11,9 @@ import types
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+  # First: XLA stops reading flags at a bare word such as the commonly used
+  # `intra_op_parallelism_threads=1`, so a flag appended after one is ignored.
+  os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 " + _flags).strip()
 # Hugging Face must never try the network: every reference model is built by the tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
