@@ -10,6 +10,7 @@ from crpo_jax.model import remat as remat_lib
 from crpo_jax.model import vlm
 from crpo_jax.model.config import get_preset
 from crpo_jax.model.hf_io import load_hf, save_hf
+from tests.tolerance import assert_close
 
 CFG = get_preset("tiny")
 
@@ -65,9 +66,11 @@ def test_gradients_equal_with_and_without_remat(policy):
   assert len(found) == 2 and all(p is remat_lib.POLICIES[policy] for p in found), found
   assert not _count_checkpoints(jax.make_jaxpr(loss0)(state0).jaxpr)
   g1 = jax.grad(loss1)(state1)
+  # Remat recomputes the forward in another fusion order: a fresh-clone CI run saw
+  # 8.0e-7 on a 0.66-scale leaf (1.2e-6 of its scale, on a 1e-3 element), so the
+  # bound is relative to each leaf's scale (assert_close), 8x above that.
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    scale = float(jnp.max(jnp.abs(a))) + 1e-12
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6 * scale)
+    assert_close(np.asarray(b), np.asarray(a), rtol=1e-5)
 
 
 def test_load_hf_takes_the_policy(tmp_path):
