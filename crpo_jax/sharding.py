@@ -202,3 +202,19 @@ def param_shardings(state, mesh: Mesh, rules: Rules | None = None):
     return NamedSharding(mesh, fit_spec(logical_to_spec(names, rules), shape, mesh))
 
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def to_global(tree: Mapping[str, object], shardings: Mapping[str, NamedSharding]) -> dict:
+  """Global arrays from host arrays that every process holds in full (multi-host safe).
+
+  Each process fills only its own devices' shards, so nothing crosses hosts; jax
+  Arrays are passed through as they are.
+  """
+  return {
+    k: v
+    if isinstance(v, jax.Array)
+    else jax.make_array_from_callback(
+      np.shape(v), shardings[k], lambda idx, v=v: np.asarray(v)[idx]
+    )
+    for k, v in tree.items()
+  }

@@ -28,6 +28,13 @@ on_all_workers() {
     --worker=all --command "$1"
 }
 
+# Remote shell code: stop the run ~/crpo_train.pid names, if it is still alive.
+STOP_EARLIER='if [ -f ~/crpo_train.pid ] && kill -0 $(cat ~/crpo_train.pid) 2>/dev/null; then
+        pid=$(cat ~/crpo_train.pid); echo "stopping the earlier run $pid on $(hostname)"
+        kill -TERM $pid; for _ in $(seq 60); do kill -0 $pid 2>/dev/null || break; sleep 1; done
+        kill -KILL $pid 2>/dev/null || true
+      fi'
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -41,10 +48,16 @@ case "$cmd" in
       python -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.device_count())'"
     ;;
   train)
-    # nohup + a log per worker; the job keeps running when the ssh session ends.
+    # nohup + a log per worker; the job keeps running when the ssh session ends. An
+    # earlier run on the worker is stopped first (SIGTERM: it saves; SIGKILL after
+    # 60 s), and a stale /tmp/libtpu_lockfile, which would keep the new process off
+    # the TPU, is removed.
     args=$(printf '%q ' "$@")
     on_all_workers "cd $REPO_DIR && . .venv/bin/activate &&
-      nohup python -m crpo_jax.main $args > ~/crpo_train.log 2>&1 &
+      $STOP_EARLIER
+      rm -f /tmp/libtpu_lockfile
+      nohup python -m crpo_jax.main $args >> ~/crpo_train.log 2>&1 &
+      echo \$! > ~/crpo_train.pid
       echo started on \$(hostname)"
     ;;
   logs)
@@ -52,7 +65,12 @@ case "$cmd" in
       --worker=0 --command "tail -n 50 -f ~/crpo_train.log"
     ;;
   stop)
-    on_all_workers "pkill -TERM -f 'crpo_jax.main' || true"
+    # SIGTERM to the trainer's own pid (train wrote it): every worker saves the same
+    # step and exits 75. (A `pkill -f crpo_jax.main` would also match, and kill, the
+    # remote shell running it.)
+    on_all_workers "if [ -f ~/crpo_train.pid ] && kill -TERM \$(cat ~/crpo_train.pid) 2>/dev/null; then
+        echo stopping \$(cat ~/crpo_train.pid) on \$(hostname)
+      else echo no crpo_jax run on \$(hostname); fi"
     ;;
   *)
     echo "usage: $0 setup | train <crpo_jax.main flags> | logs | stop" >&2

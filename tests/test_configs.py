@@ -59,13 +59,30 @@ def test_overrides_through_config_flags(algo):
 
 
 def test_multiprocess_detection():
-  detect = main_lib.multiprocess_env
+  detect = lambda env, tpu_vm=False: main_lib.multiprocess_env(env, tpu_vm=tpu_vm)
   assert detect({}) is None
   assert detect({"TPU_WORKER_HOSTNAMES": "w0"}) is None
   assert detect({"TPU_WORKER_HOSTNAMES": "w0,w1"}) == "tpu"
+  # GCE TPU VMs set no variable: TPU chips on the PCI bus alone mean "initialise".
+  assert detect({}, tpu_vm=True) == "tpu"
   assert detect({"SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "n[1-2]"}) == "slurm"
   assert detect({"SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}) is None
   assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234"}) == "explicit"
+  assert main_lib.on_cloud_tpu_vm() is False  # this machine has no TPU chips
+
+
+def test_slurm_one_task_per_node_drives_every_gpu():
+  ids = main_lib.slurm_local_device_ids
+  node = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS": "2"}
+  assert ids({**node, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}) == list(range(8))
+  assert ids({**node, "CUDA_VISIBLE_DEVICES": "4,5"}) == [0, 1]  # renumbered from 0
+  assert ids({**node, "SLURM_GPUS_ON_NODE": "4"}) == [0, 1, 2, 3]
+  # One task per GPU (16 tasks on 2 nodes): JAX's own SLURM_LOCALID choice stays.
+  assert (
+    ids({"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS": "16", "CUDA_VISIBLE_DEVICES": "0"}) is None
+  )
+  assert ids({**node, "CUDA_VISIBLE_DEVICES": "0"}) is None  # one GPU: nothing to add
+  assert ids({}) is None
 
 
 def test_main_help_lists_flags():

@@ -327,7 +327,7 @@ def test_every_command_runs(demo_cli_run, tmp_path):
       if argv[1] == "train":  # the workers' command: check its crpo_jax.main flags
         remote = shlex.split(shlex.split(recorded.strip())[-1])
         i = remote.index("crpo_jax.main")
-        main_args = remote[i + 1 : remote.index(">")]
+        main_args = remote[i + 1 : next(j for j, t in enumerate(remote) if t in (">", ">>"))]
         _dry_run_main(main_args, ROOT)
     elif command.startswith("sbatch launch/slurm_gpu.sbatch"):
       log = tmp_path / "srun.log"

@@ -135,8 +135,13 @@ class Sampler:
     self._jitted: dict[Any, Callable] = {}
 
   def __call__(self, state, batch: Mapping[str, Any], rng: jax.Array) -> GenerateOutput:
+    """Host (numpy) inputs must be the same on every process: each process places
+    its own devices' shards of them."""
     batch = self._inputs(batch)
-    return self._jit_for(state, batch)(state, batch, rng)
+    fn = self._jit_for(state, batch)
+    if self.mesh is not None:
+      batch = sharding.to_global(batch, self._batch_shardings(batch))
+    return fn(state, batch, rng)
 
   def lower(self, state, batch: Mapping[str, Any], rng) -> jax.stages.Lowered:
     """The program `__call__` would run, lowered (arrays or `ShapeDtypeStruct`s)."""
@@ -158,6 +163,13 @@ class Sampler:
 
   def in_shardings(self, state, batch: Mapping[str, Any]) -> tuple:
     """(state, batch, rng) shardings: prompt rows over the batch axes, pixels replicated."""
+    return (
+      sharding.param_shardings(state, self.mesh, self.rules),
+      self._batch_shardings(self._inputs(batch)),
+      NamedSharding(self.mesh, PartitionSpec()),
+    )
+
+  def _batch_shardings(self, batch: Mapping[str, Any]) -> dict[str, NamedSharding]:
     mesh, rules = self.mesh, self.rules
     rows = int(np.shape(batch["input_ids"])[0])
 
@@ -166,11 +178,7 @@ class Sampler:
         return NamedSharding(mesh, sharding.batch_spec(rows, np.ndim(v), mesh, rules))
       return NamedSharding(mesh, PartitionSpec())  # pixel rows are not per-example
 
-    return (
-      sharding.param_shardings(state, mesh, rules),
-      {k: batch_sharding(k, v) for k, v in self._inputs(batch).items()},
-      NamedSharding(mesh, PartitionSpec()),
-    )
+    return {k: batch_sharding(k, v) for k, v in batch.items()}
 
   def _build(self, state, batch, rows: int) -> Callable:
     if self.mesh is None:

@@ -238,7 +238,7 @@ class Learner:
 
   def update(self, state, micro: dict[str, np.ndarray], ref_params):
     """The jitted update on host micro-batches [M, micro, ...]; the state is donated."""
-    micro = rows_lib.to_global(micro, self._batch_sharding)
+    micro = sharding.to_global(micro, self._batch_sharding)
     with sharding.use_mesh(self.mesh, self.rules):
       return self.train_step(state, micro, ref_params if self.use_ref else None)
 

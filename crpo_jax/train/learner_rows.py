@@ -218,14 +218,6 @@ def micro_batch_shardings(mesh, rules, micro: int, keys) -> dict[str, Any]:
   return {k: rep if k in ("pixel_values_videos", "video_grid_thw") else rows for k in keys}
 
 
-def to_global(batch: dict[str, np.ndarray], shardings: dict[str, Any]) -> dict[str, jax.Array]:
-  """Global arrays from host arrays that every process holds in full (multi-host safe)."""
-  return {
-    k: jax.make_array_from_callback(v.shape, shardings[k], lambda idx, v=v: v[idx])
-    for k, v in batch.items()
-  }
-
-
 def to_micro_batches(rows: dict[str, Any], micro: int) -> dict[str, np.ndarray]:
   """Pads rows to whole micro-batches (zero-mask copies) and stacks them [M, micro, ...]."""
   n = rows["tokens"].shape[0]

@@ -190,8 +190,12 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
 
   def phase_progress():
     if meta["phase"] == "sft":
-      return progress_lib.Progress("sft", sft_steps, start=step, every=config.log_every)
-    return progress_lib.Progress("rl", rl_steps, start=step - sft_steps, every=config.log_every)
+      return progress_lib.Progress(
+        "sft", sft_steps, start=step, every=config.log_every, printer=_say
+      )
+    return progress_lib.Progress(
+      "rl", rl_steps, start=step - sft_steps, every=config.log_every, printer=_say
+    )
 
   prog = phase_progress()
   if step < total and watcher.should_stop(step):  # a signal during set-up or compilation

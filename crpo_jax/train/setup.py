@@ -112,6 +112,27 @@ def synthetic_world(config: ml_collections.ConfigDict) -> dict[str, Any]:
   }
 
 
+def make_once(name: str, exists: Callable[[], bool], make: Callable[[], None]) -> None:
+  """Runs `make()` on process 0 unless `exists()`; the other processes wait for it.
+
+  A process that still sees nothing after the barrier (a workdir on a filesystem
+  the processes do not share) makes its own copy: the makers used here are pure
+  functions of the config, so every copy is the same.
+  """
+  if jax.process_index() == 0 and not exists():
+    make()
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+
+  multihost_utils.sync_global_devices(f"crpo_jax: {name} written")
+  if not exists():
+    logging.warning(
+      "process %d: no shared %s in sight; writing a local copy", jax.process_index(), name
+    )
+    make()
+
+
 def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
   """Generates the synthetic world if asked, loads or builds the tokenizer.
 
@@ -128,24 +149,29 @@ def prepare_data(config: ml_collections.ConfigDict, data_dir: str) -> RunData:
   if syn.num_train > 0 and not train:
     train = os.path.join(data_dir, "train.jsonl")
     heldout = heldout or (os.path.join(data_dir, "eval.jsonl") if syn.num_eval > 0 else "")
-    # Every process writes the same files (the generator is a pure function of its
-    # flags); only process 0 does on a shared filesystem.
     world = synthetic_world(config)
-    if not os.path.exists(train) and jax.process_index() == 0:
+
+    def make_world() -> None:
       synthetic.generate(data_dir, syn.num_train, config.seed, split="train",
                          shortcut=syn.shortcut, **world)  # fmt: skip
       if syn.num_eval > 0 and not d.eval:
         synthetic.generate(
           data_dir, syn.num_eval, config.seed + 1, split="eval", pairs=True, **world
         )
+
+    make_once("synthetic world", lambda: os.path.exists(train), make_world)
   if not train:
     raise ValueError("config.data.train is empty and no synthetic world was asked for")
   tok_dir = d.tokenizer or config.model.init_from
   if not tok_dir:
     tok_dir = os.path.join(data_dir, "tokenizer")
-    if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-      words = _words(*(p for p in (train, heldout) if p))
-      tok_lib.build_word_tokenizer(words, tok_dir, compact=d.compact_vocab)
+    make_once(
+      "word tokenizer",
+      lambda: os.path.exists(os.path.join(tok_dir, "tokenizer.json")),
+      lambda: tok_lib.build_word_tokenizer(
+        _words(*(p for p in (train, heldout) if p)), tok_dir, compact=d.compact_vocab
+      ),
+    )
   tokenizer = tok_lib.load_tokenizer(tok_dir)
   if not config.model.init_from:  # a checkpoint's own tokenizer is checked on load
     cfg = get_preset(config.model.preset)

@@ -134,7 +134,7 @@ class SFT:
 
   def step(self, state: state_lib.TrainState, batch: dict[str, Any]):
     micro = rows_lib.to_micro_batches(self.rows(batch), self.config.batch.micro_rollouts)
-    micro = rows_lib.to_global(micro, self._batch_sharding)
+    micro = sharding.to_global(micro, self._batch_sharding)
     with sharding.use_mesh(self.mesh, self.rules):
       state, dev = self.train_step(state, micro, None)
     dev = metrics_lib.to_scalars(dev)

@@ -22,9 +22,9 @@ from configs import demo
 from crpo_jax.train import checkpoint as ckpt_lib
 from crpo_jax.train import loop, setup
 from crpo_jax.train import state as state_lib
+from tests.train.run_metrics import assert_same_metrics, read_metrics, scales
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_NONDETERMINISTIC = ("step_time", "time_sample", "time_update", "rollout_tokens_per_s")
 # Overrides of configs/demo.py:test, as flags (subprocesses) and as a config (in-process).
 OVERRIDES = {"sft.steps": 2, "train_steps": 4, "ckpt_every": 2, "eval_every": 2}
 
@@ -152,34 +152,6 @@ def _launch(workdir, cache_dir, env=None, extra=()) -> subprocess.CompletedProce
   )
 
 
-def _metrics(workdir) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
-def _scales(history) -> dict[str, float]:
-  """Each metric's largest magnitude over the uninterrupted run."""
-  rows = history.values() if isinstance(history, dict) else history
-  out: dict[str, float] = {}
-  for row in rows:
-    for k, v in row.items():
-      if isinstance(v, (int, float)) and np.isfinite(v):
-        out[k] = max(out.get(k, 0.0), abs(float(v)))
-  return out
-
-
-def _assert_same(got: dict, want: dict, step: int, scales: dict[str, float]):
-  """rtol 1e-6 of each metric's own scale over the run, as for any float32 result
-  recomputed in another process: e.g. grad_norm at an RL step whose group rewards are
-  all equal is ~5e-5, pure rounding noise of a gradient that is ~1 in SFT, and two
-  processes differed there by 1e-8 (2e-4 relative to the value, 1e-8 of the scale)."""
-  keys = sorted(set(want) - set(_NONDETERMINISTIC) - {"step"})
-  assert keys == sorted(set(got) - set(_NONDETERMINISTIC) - {"step"}), step
-  for k in keys:
-    bound = 1e-6 * (abs(want[k]) + scales.get(k, 0.0))
-    assert abs(got[k] - want[k]) <= bound, (step, k, got[k], want[k], bound)
-
-
 def test_nonfinite_steps_are_skipped_then_stop_the_run(reference, tmp_path, monkeypatch):
   """RL steps 3 and 4 get a NaN in one micro-batch: step 3 is skipped (parameters and
   moments unchanged, logged and counted), step 4 is the second in a row and stops the
@@ -188,10 +160,10 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(reference, tmp_path, monk
   workdir = str(tmp_path / "nan")
   with pytest.raises(loop.NonFiniteError, match=r"2 updates in a row \(steps 3..4\).*step 2"):
     loop.run(_config(max_nonfinite_steps=2), workdir)
-  rows = {m["step"]: m for m in _metrics(workdir)}
+  rows = {m["step"]: m for m in read_metrics(workdir)}
   assert sorted(rows) == [1, 2, 3]  # step 4 raised before its metrics were written
   assert rows[3]["skipped_updates"] == 1 and not np.isfinite(rows[3]["loss"])
-  _assert_same(rows[2], reference["history"][2], 2, _scales(reference["history"]))
+  assert_same_metrics(rows[2], reference["history"][2], 2, scales(reference["history"]))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ckpt.all_steps() == [2]
   ckpt.close()
@@ -220,9 +192,9 @@ def test_signals_save_and_exit_with_the_preemption_code(reference, cache_dir, tm
   done = _launch(workdir, cache_dir)
   assert done.returncode == 0, done.stderr[-3000:]
   assert re.search(r"resumed from \S+ at step 3", done.stdout), done.stdout
-  scales = _scales(reference["history"])
-  for m in _metrics(workdir):
-    _assert_same(m, reference["history"][m["step"]], m["step"], scales)
+  run_scales = scales(reference["history"])
+  for m in read_metrics(workdir):
+    assert_same_metrics(m, reference["history"][m["step"]], m["step"], run_scales)
 
 
 # (kill point, global step): the rollout of step 3, the update of step 4, the
@@ -244,7 +216,7 @@ def test_kill_9_anywhere_resumes_exactly(cache_dir, tmp_path):
   uninterrupted = str(tmp_path / "uninterrupted")
   out = _launch(uninterrupted, cache_dir)
   assert out.returncode == 0, out.stderr[-3000:]
-  want = {m["step"]: m for m in _metrics(uninterrupted)}
+  want = {m["step"]: m for m in read_metrics(uninterrupted)}
   with open(os.path.join(uninterrupted, "summary.json")) as f:
     want_evals = json.load(f)["evals"]
   workdir = str(tmp_path / "kill")
@@ -268,10 +240,10 @@ def test_kill_9_anywhere_resumes_exactly(cache_dir, tmp_path):
   final = _launch(workdir, cache_dir)
   assert final.returncode == 0, final.stderr[-3000:]
   assert "at step 6" in final.stdout  # the export kill came after the last checkpoint
-  rows = _metrics(workdir)
+  rows = read_metrics(workdir)
   assert sorted({m["step"] for m in rows}) == sorted(want) == list(range(1, 7))
   for m in rows:  # every step, each time it was computed, equals the uninterrupted run
-    _assert_same(m, want[m["step"]], m["step"], _scales(want))
+    assert_same_metrics(m, want[m["step"]], m["step"], scales(want))
   # Work lost per kill: the steps computed again after it, at most one interval.
   steps = [m["step"] for m in rows]
   restarts = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]

@@ -1,0 +1,140 @@
+"""Several processes on one machine: `crpo_jax.main` as 2 processes x 2 CPU devices.
+
+The documented launch, exactly as a user starts it: `JAX_COORDINATOR_ADDRESS`,
+`JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, plus `XLA_FLAGS` for the device count
+(crpo_jax picks gloo for the CPU collectives itself). The run is compared with the
+same config as 1 process x 4 devices, so the mesh is the same and only the process
+layout differs. The 2-process run is preempted once, by SIGTERM to process 1 only,
+and a second 2-process launch resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from crpo_jax.train import checkpoint as ckpt_lib
+from tests.tolerance import assert_close
+from tests.train.run_metrics import assert_same_metrics, read_metrics, scales
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# configs/demo.py:test, with the compact vocabulary for speed (the real-id tiny preset
+# spends most of its time in the 152k-way head) and checkpoints every 2 steps, so
+# step 3 exists only through the preemption save.
+FLAGS = ("--config=configs/demo.py:test", "--config.model.preset=tiny_compact",
+         "--config.data.compact_vocab=True", "--config.ckpt_every=2")  # fmt: skip
+TIMEOUT_S = 600
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _xla_flags(devices: int) -> str:
+  """The user's XLA_FLAGS with this device count, first: XLA stops reading the
+  variable at a bare word such as `intra_op_parallelism_threads=1`."""
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if not f.startswith("--xla_force_host_platform_device_count")]  # fmt: skip
+  return " ".join([f"--xla_force_host_platform_device_count={devices}", *kept])
+
+
+def _launch(workdir, processes: int, devices: int, cache_dir, env_of=None, name="launch"):
+  """`python -m crpo_jax.main` as `processes` processes; [(returncode, stdout, stderr)]."""
+  port = _free_port()
+  logs, procs = [], []
+  for i in range(processes):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": _xla_flags(devices),
+           "TPU_SKIP_MDS_QUERY": "1", "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}  # fmt: skip
+    for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+      env.pop(k, None)
+    if processes > 1:
+      env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
+                 JAX_PROCESS_ID=str(i))  # fmt: skip
+    env.update((env_of or {}).get(i, {}))
+    out = open(f"{workdir}.{name}.p{i}.log", "w+")  # noqa: SIM115 (closed below)
+    logs.append(out)
+    cmd = [sys.executable, "-m", "crpo_jax.main", *FLAGS, f"--workdir={workdir}"]
+    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+  results = []
+  try:
+    for p, out in zip(procs, logs):
+      p.wait(timeout=TIMEOUT_S)
+      out.seek(0)
+      results.append((p.returncode, out.read()))
+  finally:
+    for p, out in zip(procs, logs):
+      if p.poll() is None:
+        p.kill()
+      out.close()
+  return results
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path):
+  cache = tmp_path / "xla_cache"
+  one = str(tmp_path / "one")
+  [(rc, log)] = _launch(one, 1, 4, cache)
+  assert rc == 0, log[-3000:]
+  want = {m["step"]: m for m in read_metrics(one)}
+  assert sorted(want) == [1, 2, 3, 4]  # 2 SFT + 2 RL steps
+
+  # Launch 1: SIGTERM reaches process 1 alone, in the first RL step's rollout. Both
+  # processes save step 3 (JAX's preemption sync point) and exit with code 75.
+  two = str(tmp_path / "two")
+  first = _launch(two, 2, 2, cache, {1: {"CRPO_SIGNAL_AT": "rollout@3:SIGTERM"}}, "first")
+  for i, (rc, log) in enumerate(first):
+    assert rc == ckpt_lib.PREEMPTED_EXIT_CODE, (i, rc, log[-3000:])
+  assert "sending SIGTERM at rollout@3" in first[1][1]
+  assert "preempted: saved step 3" in first[0][1]
+  ckpt = ckpt_lib.Checkpointer(os.path.join(two, "checkpoints"))
+  assert ckpt.all_steps() == [2, 3]  # one Orbax checkpoint, restorable by 1 process
+  ckpt.close()
+
+  # Launch 2: the same command resumes from step 3 and finishes.
+  second = _launch(two, 2, 2, cache, name="second")
+  for i, (rc, log) in enumerate(second):
+    assert rc == 0, (i, rc, log[-3000:])
+  assert re.search(r"resumed from \S+ at step 3", second[0][1]), second[0][1][-3000:]
+  # Console lines come from process 0 only.
+  assert "resumed from" not in second[1][1] and "rl 2/2" not in second[1][1]
+
+  # Every logged metric of every step equals the 1-process run (rtol 1e-5: the
+  # cross-device sums go through gloo across processes instead of in-process).
+  rows = read_metrics(two)
+  assert [m["step"] for m in rows] == [1, 2, 3, 4]
+  for m in rows:
+    assert_same_metrics(m, want[m["step"]], m["step"], scales(want), rtol=1e-5)
+  with open(os.path.join(one, "summary.json")) as f1, open(os.path.join(two, "summary.json")) as f2:
+    evals_one, evals_two = json.load(f1)["evals"], json.load(f2)["evals"]
+  assert evals_two.keys() == evals_one.keys() == {"before_rl", "after_rl"}
+  for tag in evals_one:
+    assert evals_two[tag] == pytest.approx(evals_one[tag], rel=1e-5, abs=1e-6), tag
+
+  # The HF export is written once (process 0: the files are the 1-process run's),
+  # transformers loads it with no missing or unexpected keys, and its weights are
+  # the trained ones: their global norm is the param_norm the last step reported in
+  # memory (which equals the 1-process run's, above). The weights themselves are not
+  # compared with the 1-process export: Adam turns rounding noise in a near-zero
+  # gradient into a full-size step of either sign (a vision bias differed by 3e-4 of
+  # its leaf's scale while every metric agreed to 1e-5).
+  hf_one, hf_two = os.path.join(one, "hf"), os.path.join(two, "hf")
+  assert sorted(os.listdir(hf_two)) == sorted(os.listdir(hf_one))
+  import torch
+  import transformers
+
+  hf, info = transformers.Qwen3VLForConditionalGeneration.from_pretrained(
+    hf_two, output_loading_info=True
+  )
+  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  with torch.no_grad():  # tied weights count once, as in the training step's norm
+    norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in hf.parameters())))
+  assert_close(norm, rows[-1]["param_norm"], rtol=1e-6, err_msg="param norm")
