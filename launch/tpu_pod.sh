@@ -13,12 +13,15 @@
 #   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh stop   # sends SIGTERM: checkpoint, exit
 #
 # Environment: TPU_NAME, ZONE (required); PROJECT (optional); REPO_URL (default: this
-# repository's origin); REPO_DIR (default ~/crpo_jax on the workers).
+# repository's origin); REPO_DIR (default ~/crpo_jax on the workers); PYTHON (default
+# python3.11: jax needs Python >= 3.11, and the tpu-ubuntu2204-base image's python3 is
+# 3.10, so install python3.11 and python3.11-venv there first, or use an image with it).
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME}"
 : "${ZONE:?set ZONE}"
 REPO_DIR="${REPO_DIR:-crpo_jax}"
+PYTHON="${PYTHON:-python3.11}"
 REPO_URL="${REPO_URL:-$(git -C "$(dirname "$0")/.." remote get-url origin 2>/dev/null || true)}"
 PROJECT_FLAG=()
 if [[ -n "${PROJECT:-}" ]]; then PROJECT_FLAG=(--project "$PROJECT"); fi
@@ -43,8 +46,8 @@ case "$cmd" in
     on_all_workers "set -e
       [ -d $REPO_DIR ] || git clone $REPO_URL $REPO_DIR
       cd $REPO_DIR && git pull --ff-only
-      python3 -m venv .venv && . .venv/bin/activate
-      pip install -U pip && pip install -e . && pip install -U 'jax[tpu]' tensorboardX
+      $PYTHON -m venv .venv && . .venv/bin/activate
+      pip install -U pip && pip install -e '.[tpu]'
       python -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.device_count())'"
     ;;
   train)
