@@ -159,31 +159,42 @@ def dry_run_text(config, workdir: str) -> str:
   return "\n".join(lines)
 
 
+def _exit_with(error: Exception) -> None:
+  """A clear one-paragraph error, no traceback, and the exit code for a rerun that will
+  not help."""
+  print(f"crpo_jax: error: {error}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_ERROR)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _DRY_RUN.value:
-    print(dry_run_text(_CONFIG.value, _WORKDIR.value), flush=True)
-    return
   from crpo_jax import console
+  from crpo_jax.train import setup  # jax and flax only: no backend starts before the init
 
-  console.setup(_WORKDIR.value)  # library INFO to WORKDIR/logs/, our lines on the console
+  try:  # before anything writes there: os.path would turn gs://b/run into ./gs:/b/run
+    workdir = setup.local_workdir(_WORKDIR.value)
+  except setup.PreflightError as e:
+    _exit_with(e)
+  if _DRY_RUN.value:
+    print(dry_run_text(_CONFIG.value, workdir), flush=True)
+    return
+  console.setup(workdir)  # library INFO to WORKDIR/logs/, our lines on the console
   if _DISTRIBUTED.value:
     initialize_distributed(_HEARTBEAT_S.value)
   warn_if_not_distributed()
   from crpo_jax.data import pipeline  # imported after distributed init
-  from crpo_jax.train import checkpoint, loop, setup
+  from crpo_jax.train import checkpoint, loop
 
   try:
-    summary = loop.run(_CONFIG.value, _WORKDIR.value)
+    summary = loop.run(_CONFIG.value, workdir)
   except (
     setup.PreflightError,
     setup.ResumeConfigError,
     pipeline.BadDataError,
     loop.NonFiniteError,
-  ) as e:  # a clear one-paragraph error, no traceback
-    print(f"crpo_jax: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_ERROR)
+  ) as e:
+    _exit_with(e)
   if summary["status"] == "preempted":
     sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
 

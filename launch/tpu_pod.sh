@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs one crpo_jax command on every worker of a Cloud TPU VM slice (v4 / v5e / v5p).
 #
-# Every worker runs the same command; crpo_jax.main sees TPU_WORKER_HOSTNAMES and calls
-# jax.distributed.initialize(), which reads the rest from the TPU metadata server.
+# Every worker runs the same command; on a Cloud TPU VM crpo_jax.main always calls
+# jax.distributed.initialize(), which reads workers and coordinator from the TPU
+# metadata server. The workdir must be one path every worker sees (a gcsfuse mount of
+# a bucket, or a Filestore share); gs:// URLs are refused (see launch/README.md).
 #
 # Usage (from your workstation, with gcloud configured):
 #   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh setup
 #   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh train \
-#     --config=configs/qwen3vl_8b.py --workdir=gs://my-bucket/crpo/run1 \
+#     --config=configs/qwen3vl_8b.py --workdir=/mnt/gcs/crpo/run1 \
 #     --config.model.init_from=/mnt/ckpt/Qwen3-VL-8B-Instruct \
 #     --config.data.train=/mnt/data/train.jsonl --config.data.eval=/mnt/data/heldout.jsonl
 #   TPU_NAME=my-v5p-16 ZONE=us-east5-a launch/tpu_pod.sh stop   # sends SIGTERM: checkpoint, exit

@@ -80,7 +80,7 @@ def run(
     pipeline.BadDataError: the input pipeline skips every record.
     NonFiniteError: `max_nonfinite_steps` updates in a row were non-finite.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = setup.local_workdir(workdir)
   paths = {k: os.path.join(workdir, k) for k in ("data", "checkpoints", "tensorboard", "hf")}
   # First, so that a signal in any phase (data generation and compilation included)
   # ends the process within `preempt_grace_s` (checkpoint.PreemptionWatcher).

@@ -352,6 +352,18 @@ class PreflightError(ValueError):
   """A start-up check failed; the message names the path and what is wrong."""
 
 
+def local_workdir(workdir: str) -> str:
+  """The workdir as an absolute local (or mounted) path; a URL is refused."""
+  if "://" in workdir:
+    # os.path.abspath would make gs://b/run a folder `<cwd>/gs:/b/run` on each host.
+    raise PreflightError(
+      f"--workdir {workdir}: URL workdirs are not supported yet (the run writes its data, "
+      "tokenizer, logs, metrics and HF export through local file APIs). Mount the bucket "
+      "on every host (e.g. gcsfuse, or a Filestore share) and pass the mount's path."
+    )
+  return os.path.abspath(workdir)
+
+
 def check_workdir(workdir: str) -> None:
   """The workdir exists (or can be created) and a file can be written in it."""
   try:

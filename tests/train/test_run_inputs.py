@@ -63,3 +63,24 @@ def test_main_refuses_a_missing_data_file(tmp_path):
   assert proc.returncode != 0
   assert "config.data.train=missing.jsonl: file not found" in proc.stderr
   assert not os.path.exists(tmp_path / "work" / "data" / "train.jsonl")
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_main_refuses_a_url_workdir(tmp_path, dry_run):
+  """gs://b/run must not become a folder `gs:/b/run` on each host's disk."""
+  cmd = [sys.executable, "-m", "crpo_jax.main", f"--config={REPO}/configs/demo.py:test"]
+  cmd += ["--workdir=gs://bucket/crpo/run1"] + (["--dry_run"] if dry_run else [])
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+    cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "--workdir gs://bucket/crpo/run1: URL workdirs are not supported" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert os.listdir(tmp_path) == []  # nothing written under the current directory
+
+
+def test_url_workdir_is_refused_by_run_too():
+  with pytest.raises(setup.PreflightError, match="gs://b/run: URL workdirs"):
+    setup.local_workdir("gs://b/run")
+  assert setup.local_workdir("rel/dir") == os.path.abspath("rel/dir")
