@@ -218,3 +218,37 @@ def to_global(tree: Mapping[str, object], shardings: Mapping[str, NamedSharding]
     )
     for k, v in tree.items()
   }
+
+
+def open_communicators(mesh: Mesh) -> None:
+  """Runs one tiny all-reduce over every group of mesh axes, and one all-gather over
+  the processes, so that the cross-process communicators the run's programs use
+  exist before those programs run.
+
+  On CPU, gloo creates a communicator at the first collective over a device group
+  and waits only 30 s for the other processes to join (XLA's GlooKeyValueStore).
+  In the first training step one process may still be compiling while another
+  already waits in its first collective (seen: "Gloo context initialization failed:
+  DEADLINE_EXCEEDED" with 2 processes on a loaded 2-core machine), so the groups
+  are opened here, where the processes are in step. An open communicator waits for
+  a late peer as long as a collective may take. One process, or not CPU: a no-op.
+  """
+  if jax.process_count() == 1 or jax.default_backend() != "cpu":
+    return
+  from itertools import combinations
+
+  from jax.experimental import multihost_utils
+
+  names = tuple(n for n in mesh.axis_names if mesh.shape[n] > 1)
+  spec = PartitionSpec(*mesh.axis_names)
+  shard = np.ones((1,) * mesh.devices.ndim, np.float32)
+  ones = jax.make_array_from_callback(
+    mesh.devices.shape, NamedSharding(mesh, spec), lambda idx: shard
+  )
+  for r in range(1, len(names) + 1):
+    for axes in combinations(names, r):
+      psum = jax.shard_map(
+        lambda x, axes=axes: jax.lax.psum(x, axes), mesh=mesh, in_specs=spec, out_specs=spec
+      )
+      jax.block_until_ready(jax.jit(psum)(ones))
+  multihost_utils.process_allgather(np.zeros((1,), np.int32))  # train/scalars.host_get's
