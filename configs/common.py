@@ -122,6 +122,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval_max_examples = 256  # held-out examples per evaluation
   c.eval_max_new_tokens = 768  # greedy completion budget in evaluation
   c.ckpt_every = 100  # steps between checkpoints
+  # Also save once this many seconds passed since the last save (0: off), so a hard
+  # stop (a Spot TPU gets ~30 s of notice, too little to write 8B of state) loses at
+  # most this much work. The save is asynchronous; every host takes the same decision.
+  c.ckpt_every_s = 1800.0
   c.keep_ckpts = 3  # checkpoints kept on disk
   c.async_ckpt = True  # save in the background while training continues
   c.export_at_end = True  # write an HF directory into workdir/hf at the end

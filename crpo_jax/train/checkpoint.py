@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -177,7 +178,8 @@ class PreemptionWatcher:
 
   On several hosts, jax.distributed's preemption service owns SIGTERM and makes
   every host stop at the same step (`reached_preemption_sync_point`); only SIGINT
-  is handled here then.
+  is handled here then, and `should_stop` shares each host's request with the
+  others, so a signal to any one host stops all of them at the same step.
   """
 
   def __init__(self, grace_s: float = 60.0, signals: tuple[int, ...] | None = None):
@@ -270,18 +272,20 @@ class PreemptionWatcher:
     self._event.set()
 
   def should_stop(self, step: int) -> bool:
-    """True once a stop was requested here or, on several hosts, anywhere."""
-    if self._event.is_set():
-      return True
-    if self._multihost:
-      try:
-        from jax.experimental import multihost_utils
+    """True once a stop was requested here or, on several hosts, anywhere.
 
-        return bool(multihost_utils.reached_preemption_sync_point(step))
-      except RuntimeError:
-        # The preemption service is only on when jax.distributed was initialised.
-        return False
-    return False
+    Every host must call this at the same steps: on several hosts it is a collective
+    (JAX's preemption sync point for SIGTERM, and an all-gather of the local request,
+    so a Ctrl-C on one host stops all of them at the same step)."""
+    if not self._multihost:
+      return self._event.is_set()
+    from jax.experimental import multihost_utils
+
+    try:
+      synced = bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError:  # the preemption service is only on under jax.distributed
+      synced = False
+    return any_process(self._event.is_set() or synced)[0]
 
   def restore_handlers(self) -> None:
     """Puts the previous handlers back and stops the grace timer (the run is over)."""
@@ -304,6 +308,17 @@ class PreemptionWatcher:
 
 
 _STOP_WATCHING = 0  # not a signal number
+
+
+def any_process(*flags: bool) -> tuple[bool, ...]:
+  """Each flag OR-ed over all processes: one small all-gather on several processes (every
+  process must call it at the same point), the flags themselves on one."""
+  if jax.process_count() == 1:
+    return tuple(bool(f) for f in flags)
+  from jax.experimental import multihost_utils
+
+  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+  return tuple(bool(f) for f in np.asarray(gathered).reshape(-1, len(flags)).any(axis=0))
 
 
 def _stderr(msg: str) -> None:

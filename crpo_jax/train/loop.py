@@ -110,6 +110,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
   rules = sharding.DEFAULT_RULES
   batch_sizes.check_batch_sizes(config, mesh, rules)
   data = setup.prepare_data(config, paths["data"])
+  sharding.open_communicators(mesh)  # the processes are in step after the data barrier
   for line in setup.describe_inputs(config, data):
     _say(line)
   if watcher.stop_requested:
@@ -155,14 +156,22 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
   if step == 0:
     writer.write_hparams(metrics_lib.flat_config(config))
 
-  saved = {"step": ckpt.latest_step()}
+  saved = {"step": ckpt.latest_step(), "time": time.monotonic()}
 
   def save(step_now):
     if saved["step"] == step_now:  # e.g. a preemption right after a periodic save
       return
     ckpt.save(step_now, state, ref_params=ref, data_state=loader.get_state(), meta=meta)
-    saved["step"] = step_now
+    saved.update(step=step_now, time=time.monotonic())
     faults.at("checkpoint", step_now)
+
+  def save_due(step_now) -> bool:
+    """The step cadence, or `ckpt_every_s` since the last save (agreed by all hosts)."""
+    if step_now % config.ckpt_every == 0 or step_now == total:
+      return True
+    if config.ckpt_every_s <= 0:
+      return False
+    return ckpt_lib.any_process(time.monotonic() - saved["time"] >= config.ckpt_every_s)[0]
 
   def do_eval(tag: str):
     faults.at("eval", step)
@@ -257,7 +266,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
       if meta["phase"] == "rl" and "before_rl" not in meta["evals"]:
         do_eval("before_rl")
       do_eval("after_rl")
-    if step % config.ckpt_every == 0 or step == total:
+    if save_due(step):
       save(step)
     if step == stop_after:
       watcher.trigger()

@@ -286,7 +286,7 @@ def write_run_files(workdir: str, config, model_config, tokenizer_dir: str) -> N
 # reward, sampling, optimiser, seed) and must match the checkpoint's run.
 HARMLESS_FIELDS = (
   "train_steps", "log_every", "log_rollouts", "eval_every", "eval_max_examples", "eval_max_new_tokens",
-  "ckpt_every", "keep_ckpts", "async_ckpt", "export_at_end", "max_nonfinite_steps",
+  "ckpt_every", "ckpt_every_s", "keep_ckpts", "async_ckpt", "export_at_end", "max_nonfinite_steps",
   "preempt_grace_s", "allow_config_change", "mesh.", "data.num_workers",
   "data.max_consecutive_skips", "data.eval",
 )  # fmt: skip

@@ -73,6 +73,17 @@ def test_resume_equals_uninterrupted(full_run, tmp_path):
   assert second["evals"]["after_rl"] == reference["evals"]["after_rl"]
 
 
+def test_time_cadence_saves_between_step_saves(full_run, tmp_path):
+  """`ckpt_every_s` saves when the step cadence would not (here: every step)."""
+  config = _config()
+  config.ckpt_every, config.ckpt_every_s, config.keep_ckpts = 100, 1e-9, 10
+  summary = loop.run(config, str(tmp_path / "timed"), stop_after=2)
+  assert sorted(os.listdir(summary["checkpoints"]), key=int) == ["1", "2"]
+  config.ckpt_every_s = 0.0  # off: only the preemption save
+  summary = loop.run(config, str(tmp_path / "untimed"), stop_after=2)
+  assert os.listdir(summary["checkpoints"]) == ["2"]
+
+
 def test_export_gives_trained_logits(full_run, tmp_path):
   workdir, summary = full_run
   out = export.export(workdir, str(tmp_path / "hf"))
