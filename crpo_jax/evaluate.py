@@ -106,6 +106,18 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported after flag parsing so jax starts with the final XLA flags.
+  import jax
+
+  from crpo_jax import distributed
+
+  distributed.initialize()
+  if jax.process_count() > 1:
+    # Each process would decode, generate and write the same files at once.
+    raise app.UsageError(
+      f"crpo_jax.evaluate runs as one process; this launch has {jax.process_count()} "
+      "(JAX_NUM_PROCESSES / SLURM_NTASKS / a multi-host TPU slice). Evaluate on one "
+      "host: its devices shard the model (config.mesh)."
+    )
   from crpo_jax.eval import runner
 
   cfg = flags.FLAGS.config

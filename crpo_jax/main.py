@@ -18,8 +18,8 @@ environment says the job spans several processes, or runs on Cloud TPU:
     cross-process collectives.
 `--nodistributed` skips it (e.g. several independent single-host jobs).
 A process that stops answering (killed, or its host lost) ends the others within
-`--heartbeat_timeout_s` seconds (default 100, JAX's heartbeat timeout), with JAX's
-error naming the lost task.
+`--heartbeat_timeout_s` seconds (default 100, JAX's heartbeat timeout) plus JAX's
+error polling: JAX's error names the lost task and aborts them (exit 134).
 
 Exit codes: 0 the run finished; 75 (`checkpoint.PREEMPTED_EXIT_CODE`) it stopped
 early on SIGTERM / SIGINT and a rerun of the same command resumes; 1 an error that
@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from crpo_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
@@ -55,97 +58,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 EXIT_ERROR = 1  # an error that rerunning will not fix (message on stderr)
 
 
-def on_cloud_tpu_vm() -> bool:
-  """TPU chips on this host's PCI bus: the scan JAX's own TPU start-up makes, which
-  needs no backend (this runs before `jax.distributed.initialize`)."""
-  try:
-    from jax._src import hardware_utils
-  except ImportError:  # a JAX without it: only the variables below are read
-    return False
-  return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
-
-
-def multiprocess_env(
-  env: dict[str, str] | None = None, *, tpu_vm: bool | None = None
-) -> str | None:
-  """Names the launcher to initialise `jax.distributed` for, or None for one process."""
-  env = dict(os.environ if env is None else env)
-  if env.get("JAX_COORDINATOR_ADDRESS"):
-    return "explicit"
-  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
-    return "tpu"
-  if env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-    return "tpu"
-  if on_cloud_tpu_vm() if tpu_vm is None else tpu_vm:
-    return "tpu"
-  if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_STEP_NODELIST"):
-    return "slurm"
-  return None
-
-
-def slurm_local_device_ids(env: dict[str, str] | None = None) -> list[int] | None:
-  """Every GPU a SLURM task sees when the job runs one task per node, else None.
-
-  JAX's SLURM detection assumes one process per GPU and restricts each process to
-  GPU `SLURM_LOCALID`; with one task per node (launch/slurm_gpu.sbatch) that would
-  leave all but one GPU of every node idle. The ids count the visible devices
-  (`CUDA_VISIBLE_DEVICES` renumbers them from 0), else `SLURM_GPUS_ON_NODE`.
-  """
-  env = dict(os.environ if env is None else env)
-  nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 0)
-  tasks = int(env.get("SLURM_NTASKS") or 0)
-  if not nodes or tasks != nodes:
-    return None  # several tasks per node: one GPU each, JAX's default
-  visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-  count = len(visible) or int(env.get("SLURM_GPUS_ON_NODE") or 0)
-  return list(range(count)) if count > 1 else None
-
-
-def initialize_distributed(heartbeat_timeout_s: int = 100) -> None:
-  """`jax.distributed.initialize()` with what the environment provides."""
-  import jax  # absl flags parse before jax reads its config
-
-  # CPU devices of several processes talk through gloo (shipped with jaxlib); the
-  # setting only concerns the CPU backend, so it is harmless on TPU and GPU hosts.
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kind = multiprocess_env()
-  if kind is None:
-    return
-  timeouts = {"heartbeat_timeout_seconds": heartbeat_timeout_s}
-  if kind == "explicit":
-    jax.distributed.initialize(
-      coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-      process_id=int(os.environ["JAX_PROCESS_ID"]),
-      **timeouts,
-    )
-  elif kind == "slurm":
-    jax.distributed.initialize(local_device_ids=slurm_local_device_ids(), **timeouts)
-  else:  # TPU: JAX reads workers and coordinator from the TPU metadata.
-    jax.distributed.initialize(**timeouts)
-  logging.info(
-    "jax.distributed (%s): process %d of %d, %d local / %d global devices",
-    kind,
-    jax.process_index(),
-    jax.process_count(),
-    jax.local_device_count(),
-    jax.device_count(),
-  )
-
-
-def warn_if_not_distributed() -> None:
-  """An error line when several processes run without `jax.distributed` (then the
-  preemption sync is off: a SIGTERM kills every worker without a checkpoint)."""
-  import jax
-
-  if jax.process_count() > 1 and not jax.distributed.is_initialized():
-    logging.error(
-      "%d processes but jax.distributed is not initialised (--nodistributed?): "
-      "preemption saves and the multi-host checks are off",
-      jax.process_count(),
-    )
-
-
 def dry_run_text(config, workdir: str) -> str:
   """What `--dry_run` prints: the fields that say what a run would do."""
   fields = ("algo", "model.preset", "model.init_from", "data.train", "data.eval",
@@ -166,6 +78,23 @@ def _exit_with(error: Exception) -> None:
   sys.exit(EXIT_ERROR)
 
 
+def _lost_a_process(error: Exception, heartbeat_timeout_s: int) -> None:
+  """A collective across processes failed (gloo saw a peer's connection close): say so,
+  then give jax.distributed the time to name the lost process (its heartbeat check
+  aborts this process with that message), and exit 1 if it has not by then."""
+  first_line = str(error).strip().splitlines()[0][:300]
+  print(
+    f"crpo_jax: error: a collective across processes failed ({first_line}): another "
+    f"process of this job has stopped. jax.distributed names it within "
+    f"--heartbeat_timeout_s={heartbeat_timeout_s} s; rerun every process to resume "
+    "from the last committed checkpoint.",
+    file=sys.stderr,
+    flush=True,
+  )
+  time.sleep(heartbeat_timeout_s + 30)
+  os._exit(EXIT_ERROR)  # atexit's distributed shutdown would wait for the lost process
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -181,8 +110,10 @@ def main(argv):
     return
   console.setup(workdir)  # library INFO to WORKDIR/logs/, our lines on the console
   if _DISTRIBUTED.value:
-    initialize_distributed(_HEARTBEAT_S.value)
-  warn_if_not_distributed()
+    distributed.initialize(_HEARTBEAT_S.value)
+  distributed.warn_if_not_initialized()
+  import jax
+
   from crpo_jax.data import pipeline  # imported after distributed init
   from crpo_jax.train import checkpoint, loop
 
@@ -195,6 +126,10 @@ def main(argv):
     loop.NonFiniteError,
   ) as e:
     _exit_with(e)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    _lost_a_process(e, _HEARTBEAT_S.value)
   if summary["status"] == "preempted":
     sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
 

@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import common, demo, qwen3vl_2b, qwen3vl_4b, qwen3vl_8b
-from crpo_jax import main as main_lib
+from crpo_jax import distributed
 from crpo_jax.model.config import get_preset
 from crpo_jax.rl import algorithms
 from crpo_jax.train import learner as learner_lib
@@ -59,7 +59,7 @@ def test_overrides_through_config_flags(algo):
 
 
 def test_multiprocess_detection():
-  detect = lambda env, tpu_vm=False: main_lib.multiprocess_env(env, tpu_vm=tpu_vm)
+  detect = lambda env, tpu_vm=False: distributed.multiprocess_env(env, tpu_vm=tpu_vm)
   assert detect({}) is None
   assert detect({"TPU_WORKER_HOSTNAMES": "w0"}) is None
   assert detect({"TPU_WORKER_HOSTNAMES": "w0,w1"}) == "tpu"
@@ -68,11 +68,11 @@ def test_multiprocess_detection():
   assert detect({"SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "n[1-2]"}) == "slurm"
   assert detect({"SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}) is None
   assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234"}) == "explicit"
-  assert main_lib.on_cloud_tpu_vm() is False  # this machine has no TPU chips
+  assert distributed.on_cloud_tpu_vm() is False  # this machine has no TPU chips
 
 
 def test_slurm_one_task_per_node_drives_every_gpu():
-  ids = main_lib.slurm_local_device_ids
+  ids = distributed.slurm_local_device_ids
   node = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS": "2"}
   assert ids({**node, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}) == list(range(8))
   assert ids({**node, "CUDA_VISIBLE_DEVICES": "4,5"}) == [0, 1]  # renumbered from 0

@@ -35,6 +35,17 @@ def _wait_for(predicate, timeout_s: float = 20.0) -> None:
     time.sleep(0.05)
 
 
+def _kill_if_ours(pid: int, marker: str) -> None:
+  """SIGKILL `pid` if it still runs a stand-in (its command line names `marker`): a
+  finished trainer's pid may since belong to another process."""
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      if marker.encode() in f.read():
+        os.kill(pid, signal.SIGKILL)
+  except (FileNotFoundError, ProcessLookupError):
+    pass
+
+
 def _fake_trainer(path: pathlib.Path, log: pathlib.Path, pid_file: pathlib.Path, on_term: int):
   """A trainer that logs its arguments, and on SIGTERM logs it and exits `on_term`."""
   return _script(
@@ -42,6 +53,7 @@ def _fake_trainer(path: pathlib.Path, log: pathlib.Path, pid_file: pathlib.Path,
     f'echo "args $*" >> {log}\n'
     f"trap 'echo \"TERM $$\" >> {log}; exit {on_term}' TERM\n"
     f"echo $$ > {pid_file}\n"
+    f"echo $$ >> {pid_file}.all\n"
     "while true; do sleep 0.05; done\n",
   )
 
@@ -86,6 +98,8 @@ def _slurm(tmp_path: pathlib.Path, on_term: int, signal_to_shell: int):
   finally:
     if shell.poll() is None:
       shell.kill()
+    if pid_file.exists():  # the trainer, should a failed test have left it running
+      _kill_if_ours(int(pid_file.read_text()), str(trainer))
 
   def read(name: str) -> str | None:
     return (tmp_path / name).read_text().strip() if (tmp_path / name).exists() else None
@@ -153,20 +167,15 @@ def tpu_worker(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
-  started = []
-
   def trainer_pid() -> int:
     _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
-    pid = int(pid_file.read_text())
-    started.append(pid)
-    return pid
+    return int(pid_file.read_text())
 
   yield launch, trainer_pid, log, home
-  for pid in started:
-    try:
-      os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
+  # Every fake trainer started, even by a test that failed half-way.
+  all_pids = pathlib.Path(f"{pid_file}.all")
+  for pid in all_pids.read_text().split() if all_pids.exists() else []:
+    _kill_if_ours(int(pid), str(fake_bin))
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,8 +47,9 @@ def _xla_flags(devices: int) -> str:
   return " ".join([f"--xla_force_host_platform_device_count={devices}", *kept])
 
 
-def _launch(workdir, processes: int, devices: int, cache_dir, env_of=None, name="launch"):
-  """`python -m crpo_jax.main` as `processes` processes; [(returncode, stdout, stderr)]."""
+def _launch(workdir, processes: int, devices: int, cache_dir, env_of=None, name="launch",
+            extra=()):  # fmt: skip
+  """`python -m crpo_jax.main` as `processes` processes; [(returncode, log, exit_time)]."""
   port = _free_port()
   logs, procs = [], []
   for i in range(processes):
@@ -62,27 +64,41 @@ def _launch(workdir, processes: int, devices: int, cache_dir, env_of=None, name=
     env.update((env_of or {}).get(i, {}))
     out = open(f"{workdir}.{name}.p{i}.log", "w+")  # noqa: SIM115 (closed below)
     logs.append(out)
-    cmd = [sys.executable, "-m", "crpo_jax.main", *FLAGS, f"--workdir={workdir}"]
+    cmd = [sys.executable, "-m", "crpo_jax.main", *FLAGS, *extra, f"--workdir={workdir}"]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
-  results = []
+  ended: dict[int, float] = {}
+  deadline = time.monotonic() + TIMEOUT_S
   try:
-    for p, out in zip(procs, logs):
-      p.wait(timeout=TIMEOUT_S)
-      out.seek(0)
-      results.append((p.returncode, out.read()))
+    while len(ended) < len(procs) and time.monotonic() < deadline:
+      for i, p in enumerate(procs):
+        if i not in ended and p.poll() is not None:
+          ended[i] = time.monotonic()
+      time.sleep(0.1)
   finally:
-    for p, out in zip(procs, logs):
+    for p in procs:
       if p.poll() is None:
         p.kill()
-      out.close()
+        p.wait()
+  results = []
+  for i, (p, out) in enumerate(zip(procs, logs)):
+    out.seek(0)
+    results.append((p.returncode, out.read(), ended.get(i)))
+    out.close()
+  assert len(ended) == len(procs), f"a process was still running after {TIMEOUT_S} s"
   return results
 
 
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+  """One compilation cache for every launch of this module (it cannot change results)."""
+  return tmp_path_factory.mktemp("xla_cache")
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path):
-  cache = tmp_path / "xla_cache"
+def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path, xla_cache):
+  cache = xla_cache
   one = str(tmp_path / "one")
-  [(rc, log)] = _launch(one, 1, 4, cache)
+  [(rc, log, _)] = _launch(one, 1, 4, cache)
   assert rc == 0, log[-3000:]
   want = {m["step"]: m for m in read_metrics(one)}
   assert sorted(want) == [1, 2, 3, 4]  # 2 SFT + 2 RL steps
@@ -91,7 +107,7 @@ def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path):
   # processes save step 3 (JAX's preemption sync point) and exit with code 75.
   two = str(tmp_path / "two")
   first = _launch(two, 2, 2, cache, {1: {"CRPO_SIGNAL_AT": "rollout@3:SIGTERM"}}, "first")
-  for i, (rc, log) in enumerate(first):
+  for i, (rc, log, _) in enumerate(first):
     assert rc == ckpt_lib.PREEMPTED_EXIT_CODE, (i, rc, log[-3000:])
   assert "sending SIGTERM at rollout@3" in first[1][1]
   assert "preempted: saved step 3" in first[0][1]
@@ -101,7 +117,7 @@ def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path):
 
   # Launch 2: the same command resumes from step 3 and finishes.
   second = _launch(two, 2, 2, cache, name="second")
-  for i, (rc, log) in enumerate(second):
+  for i, (rc, log, _) in enumerate(second):
     assert rc == 0, (i, rc, log[-3000:])
   assert re.search(r"resumed from \S+ at step 3", second[0][1]), second[0][1][-3000:]
   # Console lines come from process 0 only.
@@ -138,3 +154,63 @@ def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path):
   with torch.no_grad():  # tied weights count once, as in the training step's norm
     norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in hf.parameters())))
   assert_close(norm, rows[-1]["param_norm"], rtol=1e-6, err_msg="param norm")
+
+
+@pytest.mark.slow
+def test_sigint_to_one_process_stops_all_at_the_same_step(tmp_path, xla_cache):
+  """Ctrl-C reaches one host only (JAX's preemption service watches SIGTERM alone):
+  `PreemptionWatcher.should_stop` shares the request, so every process saves step 3."""
+  two = str(tmp_path / "two")
+  # A grace period longer than the first RL step's compilation on a loaded 2-core box.
+  env = {1: {"CRPO_SIGNAL_AT": "rollout@3:SIGINT"}}
+  results = _launch(two, 2, 2, xla_cache, env, "sigint", ("--config.preempt_grace_s=600",))
+  for i, (rc, log, _) in enumerate(results):
+    assert rc == ckpt_lib.PREEMPTED_EXIT_CODE, (i, rc, log[-3000:])
+  assert "sending SIGINT at rollout@3" in results[1][1]
+  assert "preempted: saved step 3" in results[0][1]
+  ckpt = ckpt_lib.Checkpointer(os.path.join(two, "checkpoints"))
+  assert ckpt.all_steps() == [2, 3]
+  ckpt.close()
+
+
+HEARTBEAT_S = 10
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_others_with_an_error_naming_it(tmp_path, xla_cache):
+  """SIGKILL of process 1 mid-step: process 0 exits non-zero, naming task 1, within
+  the heartbeat timeout plus JAX's error polling (bound asserted: 2x + 30 s)."""
+  two = str(tmp_path / "two")
+  env = {1: {"CRPO_KILL_AT": "rollout@3"}}
+  extra = (f"--heartbeat_timeout_s={HEARTBEAT_S}",)
+  (rc0, log0, end0), (rc1, log1, end1) = _launch(two, 2, 2, xla_cache, env, "kill", extra)
+  assert rc1 == -9 and "killing the process at rollout@3" in log1, log1[-3000:]
+  assert rc0 not in (0, ckpt_lib.PREEMPTED_EXIT_CODE), (rc0, log0[-3000:])
+  assert re.search(r"tasks are unhealthy \(stopped sending heartbeats\):\s*\S*1\b", log0), log0[
+    -5000:
+  ]
+  print(f"process 0 ended {end0 - end1:.1f} s after process 1 was killed")
+  assert end0 - end1 < 2 * HEARTBEAT_S + 30, end0 - end1
+  ckpt = ckpt_lib.Checkpointer(os.path.join(two, "checkpoints"))
+  assert ckpt.all_steps() == [2]  # the last committed checkpoint stays restorable
+  ckpt.close()
+
+
+def test_evaluate_refuses_several_processes(tmp_path):
+  """Until it shares the work, `crpo_jax.evaluate` refuses a multi-process launch
+  instead of letting every process write the same predictions."""
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": _xla_flags(1),
+           "TPU_SKIP_MDS_QUERY": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}  # fmt: skip
+    cmd = [sys.executable, "-m", "crpo_jax.evaluate", "--config=configs/eval.py",
+           f"--config.output_dir={tmp_path / 'out'}"]  # fmt: skip
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, **pipe))
+  for p in procs:
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode != 0, out[-2000:]
+    assert "crpo_jax.evaluate runs as one process; this launch has 2" in out, out[-2000:]
+  assert not (tmp_path / "out").exists()
