@@ -2,9 +2,12 @@
 
 One checkpoint (a step directory) holds everything a run needs to continue exactly:
   state  the `TrainState` (parameters, optimiser state, step, RNG key data);
-  ref    the frozen reference parameters, when the run has them (beta > 0);
   data   the input iterator's state (JSON);
   meta   small JSON facts about the loop (phase, steps done, metrics history).
+The frozen reference parameters (beta > 0) never change, so they are written once,
+when RL starts, beside the steps (`reference_dir`, default WORKDIR/reference), not
+into every step. (Steps written before this layout carry a `ref` item; restore
+still reads it.)
 A killed and resumed run therefore draws the same batches and the same sampling
 keys as one that never stopped.
 
@@ -72,10 +75,12 @@ class Checkpointer:
     self,
     directory: str | epath.Path,
     *,
+    reference_dir: str | epath.Path | None = None,
     max_to_keep: int = 3,
     async_save: bool = True,
   ):
     self.directory = epath.Path(directory)
+    self.reference_dir = epath.Path(reference_dir or self.directory.parent / "reference")
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       enable_async_checkpointing=async_save,
@@ -107,7 +112,6 @@ class Checkpointer:
     step: int,
     state: TrainState,
     *,
-    ref_params: PyTree | None = None,
     data_state: Any = None,
     meta: dict[str, Any] | None = None,
   ) -> bool:
@@ -117,8 +121,6 @@ class Checkpointer:
       "data": ocp.args.JsonSave({"iterator": _encode(data_state)}),
       "meta": ocp.args.JsonSave(dict(meta or {})),
     }
-    if ref_params is not None:
-      items["ref"] = ocp.args.StandardSave(ref_params)
     saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     if saved:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
@@ -146,12 +148,27 @@ class Checkpointer:
       "data": ocp.args.JsonRestore(),
       "meta": ocp.args.JsonRestore(),
     }
-    has_ref = (self.directory / str(step) / "ref").exists()
-    if target_ref is not None and has_ref:
+    in_step = (self.directory / str(step) / "ref").exists()  # the older layout
+    if target_ref is not None and in_step:
       items["ref"] = ocp.args.StandardRestore(abstract_like(target_ref, ref_shardings))
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
     ref = out["ref"] if "ref" in items else None
+    if ref is None and target_ref is not None and self.reference_dir.exists():
+      with ocp.StandardCheckpointer() as reader:
+        ref = reader.restore(self.reference_dir, abstract_like(target_ref, ref_shardings))
     return out["state"], ref, _decode(out["data"]["iterator"]), dict(out["meta"])
+
+  def save_reference(self, ref_params: PyTree) -> None:
+    """Writes the frozen reference once (every process takes part), and waits until it
+    is committed: Orbax writes to a temporary name and renames, so `reference_dir`
+    exists only when whole. A reference already there is kept (a resumed run
+    recomputes the same one)."""
+    if self.reference_dir.exists():
+      return
+    with ocp.StandardCheckpointer() as writer:
+      writer.save(self.reference_dir, ref_params)
+      writer.wait_until_finished()
+    logging.info("checkpoint: reference parameters saved to %s", self.reference_dir)
 
   def wait(self) -> None:
     """Blocks until any asynchronous save has been committed to disk."""

@@ -2,7 +2,8 @@
 
 `run(config, workdir)` is what `python -m crpo_jax.main` calls. Layout of workdir:
   data/          the synthetic world and word tokenizer (when the config asks for them)
-  checkpoints/   Orbax steps (state, reference, data iterator, loop meta)
+  checkpoints/   Orbax steps (state, data iterator, loop meta)
+  reference/     the frozen reference parameters (beta > 0), written once when RL starts
   tensorboard/   event files (`tensorboard --logdir workdir/tensorboard`)
   hf/            the final policy as a transformers directory (export_at_end)
   config.json    this launch's config, and every launch's under `launch_history`
@@ -161,7 +162,7 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
   def save(step_now):
     if saved["step"] == step_now:  # e.g. a preemption right after a periodic save
       return
-    ckpt.save(step_now, state, ref_params=ref, data_state=loader.get_state(), meta=meta)
+    ckpt.save(step_now, state, data_state=loader.get_state(), meta=meta)
     saved.update(step=step_now, time=time.monotonic())
     faults.at("checkpoint", step_now)
 
@@ -215,11 +216,12 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
       # Warm start done: the RL phase gets a fresh optimiser; the reference model
       # is the policy RL starts from (METHOD.md section 6).
       state = state_lib.reset_optimizer(state, rl_tx, shardings)
-      ref = jax.tree.map(jnp.copy, state.params) if learner.use_ref else None
+      ref = None
       meta["phase"] = "rl"
       prog = phase_progress()
     if meta["phase"] == "rl" and learner.use_ref and ref is None:
-      ref = jax.tree.map(jnp.copy, state.params)  # a run without warm start
+      ref = jax.tree.map(jnp.copy, state.params)
+      ckpt.save_reference(ref)  # once: it never changes
     if meta["phase"] == "rl" and "before_rl" not in meta["evals"] and evaluator.enabled:
       do_eval("before_rl")
     batch = next(loader)

@@ -98,8 +98,12 @@ def test_checkpoint_roundtrip_and_resume_equals_uninterrupted(tmp_path):
     ref_losses.append(float(m["loss"]))
     if i == 1:
       ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", max_to_keep=2)
-      ckpt.save(2, st, ref_params=st.params, data_state={"pos": 2}, meta={"phase": "rl"})
+      ckpt.save_reference(st.params)
+      ckpt.save(2, st, data_state={"pos": 2}, meta={"phase": "rl"})
       ckpt.wait()
+      ckpt.save_reference(jax.tree.map(lambda x: x + 1, st.params))  # kept: written once
+      items = set(os.listdir(tmp_path / "ckpt" / "2"))
+      assert {"state", "data", "meta"} <= items and "ref" not in items, items
   # A fresh process would rebuild a template and restore onto it.
   _, _, template, shardings2, step2, _ = _setup(seed=5)
   ckpt2 = checkpoint.Checkpointer(tmp_path / "ckpt", max_to_keep=2)
