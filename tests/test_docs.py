@@ -116,8 +116,9 @@ def _module(command: str) -> str | None:
 
 
 def _flags(command: str) -> list[str]:
-  """The flag names a command shows, optional groups included: '--config.x', '--out'."""
-  return re.findall(r"(?<![\w-])(--[\w.-]+)", command)
+  """The flag names a command shows, optional groups included: '--config.x', '--out'
+  (not the value of a variable: `XLA_FLAGS=--xla_...` is XLA's)."""
+  return re.findall(r"(?<![\w=-])(--[\w.-]+)", command)
 
 
 @functools.cache
