@@ -76,6 +76,14 @@ def resolve_model(model: str) -> tuple[str, str]:
   if step is not None:
     out = p / "export" / f"step_{step}"
     if not is_hf_dir(out):
+      import jax
+
+      if jax.process_count() > 1:
+        raise FileNotFoundError(
+          f"config.model: {out} is not exported yet, and a multi-process launch does "
+          f"not export; run `python -m crpo_jax.evaluate` (or crpo_jax.export) once "
+          f"as one process, or give an HF directory"
+        )
       from crpo_jax import export
 
       tmp = out.with_name(out.name + ".partial")
@@ -111,13 +119,9 @@ def main(argv: list[str]) -> None:
   from crpo_jax import distributed
 
   distributed.initialize()
-  if jax.process_count() > 1:
-    # Each process would decode, generate and write the same files at once.
-    raise app.UsageError(
-      f"crpo_jax.evaluate runs as one process; this launch has {jax.process_count()} "
-      "(JAX_NUM_PROCESSES / SLURM_NTASKS / a multi-host TPU slice). Evaluate on one "
-      "host: its devices shard the model (config.mesh)."
-    )
+  # Several processes (one per host) share the model's mesh and generate the same
+  # batches together; process 0 alone writes the output folder (eval/runner.py).
+  writer = jax.process_index() == 0
   from crpo_jax.eval import runner
 
   cfg = flags.FLAGS.config
@@ -128,12 +132,17 @@ def main(argv: list[str]) -> None:
         cfg.output_dir = str(pathlib.Path("eval_results") / cfg.benchmark / name)
       cfg.model = hf_dir
   out = runner.output_dir(cfg)
+  if cfg.predictions and not writer:
+    return  # re-scoring is host work: process 0 does it
   existed = out.exists()
   try:
     results = runner.evaluate(cfg)
   except BaseException:
-    _remove_if_unused(out, existed)
+    if writer:
+      _remove_if_unused(out, existed)
     raise
+  if results is None:
+    return
   logging.info("%s: %s", results["benchmark"], {k: v for k, v in results["metrics"].items()})
   print(f"model: {cfg.model}")
   print((out / "results.md").read_text())

@@ -204,6 +204,15 @@ def param_shardings(state, mesh: Mesh, rules: Rules | None = None):
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def host_get(tree):
+  """Numpy copies of (possibly multi-host sharded) arrays, the same on every host."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
 def to_global(tree: Mapping[str, object], shardings: Mapping[str, NamedSharding]) -> dict:
   """Global arrays from host arrays that every process holds in full (multi-host safe).
 
@@ -251,4 +260,4 @@ def open_communicators(mesh: Mesh) -> None:
         lambda x, axes=axes: jax.lax.psum(x, axes), mesh=mesh, in_specs=spec, out_specs=spec
       )
       jax.block_until_ready(jax.jit(psum)(ones))
-  multihost_utils.process_allgather(np.zeros((1,), np.int32))  # train/scalars.host_get's
+  multihost_utils.process_allgather(np.zeros((1,), np.int32))  # host_get's

@@ -180,7 +180,8 @@ class ModelPolicy:
       except video.VideoError as e:  # scored as wrong, like Video-R1's "error" answer
         outputs[i] = e
     if rows:
-      gen = jax.device_get(self.sampler(self.state, self._batch(rows), jax.random.key(0)))
+      # Every process runs the same batch; each gets all rows back.
+      gen = sharding.host_get(self.sampler(self.state, self._batch(rows), jax.random.key(0)))
       for row, i in enumerate(where):
         tokens = np.asarray(gen.tokens[row])[: int(gen.lengths[row])]
         outputs[i] = self.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)

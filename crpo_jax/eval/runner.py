@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from crpo_jax.eval import baselines, predictions, report
 from crpo_jax.eval.benchmarks import Benchmark, get_benchmark, unanswerable
 from crpo_jax.eval.items import EvalItem, Prompt
@@ -36,8 +38,9 @@ GENERATION_FIELDS = ("benchmark", "data", "video_dir", "model", "null_option", "
 GENERATION_FIELDS += ("dtype", "fps", "min_frames", "max_frames", "max_pixels", "segments")
 
 
-def check_resume_config(out: pathlib.Path, cfg) -> None:
-  """Records the generation settings of a run, and refuses to resume under others.
+def check_resume_config(out: pathlib.Path, cfg, *, write: bool = True) -> None:
+  """Records the generation settings of a run (when `write`), and refuses to resume
+  under others.
 
   Raises:
     ValueError: `out` holds predictions made with different GENERATION_FIELDS.
@@ -52,8 +55,9 @@ def check_resume_config(out: pathlib.Path, cfg) -> None:
         f"{out} holds predictions made with other settings {diff} (before, now); "
         "use another config.output_dir or delete it"
       )
-  out.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
+  if write:
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
 
 
 def run_policy(
@@ -72,14 +76,20 @@ def run_policy(
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  done = {r["id"]: r for r in predictions.repair(path)}
+  index, count = _process()
+  done = {r["id"]: r for r in predictions.repair(path)} if index == 0 else {}
   ids = {it.id for it in items}
   stale = sorted(set(done) - ids)
   if stale:
     _LOG.warning(
       "%s: %d records are not in the data (e.g. %r); ignored", path, len(stale), stale[0]
     )
-  pending = [it for it in items if it.id not in done]
+  todo = np.array([it.id not in done for it in items])
+  if count > 1:  # process 0's file decides; every process then runs the same batches
+    from jax.experimental import multihost_utils
+
+    todo = np.asarray(multihost_utils.broadcast_one_to_all(todo))
+  pending = [it for it, t in zip(items, todo, strict=True) if t]
   _LOG.info("%s: %d items done, %d to go", path, len(items) - len(pending), len(pending))
   start = time.time()
   for b in range(0, len(pending), batch_size):
@@ -98,11 +108,26 @@ def run_policy(
         rec["error"] = f"{type(error).__name__}: {error}"
         _LOG.warning("item %s: %s", it.id, rec["error"])
       records.append(rec)
-    predictions.append(path, records)
+    if index == 0:
+      predictions.append(path, records)
     done.update((r["id"], r) for r in records)
     n = b + len(batch)
     _LOG.info("%d/%d items, %.1f s/item", n, len(pending), (time.time() - start) / n)
+  if index != 0:  # this launch's batches only: process 0's records are the run's
+    return [done[it.id] for it in pending]
   return [done[it.id] for it in items]
+
+
+def _process() -> tuple[int, int]:
+  """(index, count) of this process among the launch's; only process 0 writes files.
+
+  With several processes (`python -m crpo_jax.evaluate` under jax.distributed)
+  every process decodes and generates the same batches, since the model is sharded
+  over all of their devices, and process 0 alone reads and writes the output folder.
+  """
+  import jax
+
+  return jax.process_index(), jax.process_count()
 
 
 def _summary(benchmark: Benchmark, records: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -155,7 +180,7 @@ def output_dir(cfg) -> pathlib.Path:
   return pathlib.Path("eval_results") / cfg.benchmark / pathlib.Path(cfg.model).name
 
 
-def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
+def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any] | None:
   """Runs or re-scores one benchmark and writes results.json and results.md.
 
   Args:
@@ -163,7 +188,8 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
     policy: overrides the model policy (tests); ignored when re-scoring.
 
   Returns:
-    The results dict that was written.
+    The results dict that was written; None on processes other than 0 of a
+    multi-process launch, which generate with process 0 and write nothing.
   """
   wanted = [b for b in cfg.baselines.split(",") if b]
   unknown = set(wanted) - set(BASELINES)
@@ -193,7 +219,8 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
     items = bench.load(cfg.data, cfg.video_dir or None)
     if cfg.limit:
       items = items[: cfg.limit]
-    check_resume_config(out, cfg)
+    index = _process()[0]
+    check_resume_config(out, cfg, write=index == 0)
     if policy is None:
       if not cfg.model:
         raise ValueError("config.model: give an HF checkpoint dir or a training workdir")
@@ -206,6 +233,8 @@ def evaluate(cfg, policy: Policy | None = None) -> dict[str, Any]:
       blind_records = run_policy(
         bench, items, policy, out / BLIND_PREDICTIONS, batch_size=cfg.batch_size, blind=True
       )
+    if index != 0:
+      return None
   results: dict[str, Any] = {
     "benchmark": cfg.benchmark,
     "data": cfg.data,

@@ -25,7 +25,6 @@ from crpo_jax.eval import metrics as eval_metrics
 from crpo_jax.rl import rewards as rewards_lib
 from crpo_jax.rl import sampler as sampler_lib
 from crpo_jax.train import learner_rows as rows_lib
-from crpo_jax.train import metrics as metrics_lib
 from crpo_jax.train import setup
 
 
@@ -69,7 +68,7 @@ class Evaluator:
         inputs = rows_lib.stack_prompts(batch["orig"], [rows_lib.split_videos(batch["orig"], n)])
         with sharding.use_mesh(self.mesh, self.rules):
           gen = self._sampler(state, inputs, jax.random.key(0))
-        gen = metrics_lib.host_get(gen)
+        gen = sharding.host_get(gen)
         for i in np.flatnonzero(batch["valid"]):
           text = rows_lib.decode(self.tokenizer, np.asarray(gen.tokens[i]), int(gen.lengths[i]))
           letter = rewards_lib.extract_letter(text, int(batch["num_options"][i]))

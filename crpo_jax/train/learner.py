@@ -176,7 +176,7 @@ class Learner:
       inputs = rows_lib.stack_prompts(batch["orig"], videos)
       with sharding.use_mesh(self.mesh, self.rules):
         gen = sampler(sampler_state, inputs, jax.random.fold_in(key, gi))
-      gen = scalars_lib.host_get(gen)
+      gen = sharding.host_get(gen)
       for bi, b in enumerate(group):
         rows = slice(bi * num_prompts * n, (bi + 1) * num_prompts * n)
         out[b.name] = (jax.tree.map(lambda x, rows=rows: x[rows], gen), videos[bi], n)

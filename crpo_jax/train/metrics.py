@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from crpo_jax.train.scalars import host_get, mean_by, to_scalars  # noqa: F401  (re-exported)
+from crpo_jax.train.scalars import mean_by, to_scalars  # noqa: F401  (re-exported)
 
 
 def _clu_writers():

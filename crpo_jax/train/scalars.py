@@ -10,17 +10,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
-
-def host_get(tree: Any) -> Any:
-  """Numpy copies of (possibly multi-host sharded) arrays, the same on every host."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, jax.device_get(tree))
+from crpo_jax.sharding import host_get
 
 
 def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -155,6 +155,8 @@ def test_two_processes_equal_one_and_resume_after_sigterm_to_one(tmp_path, xla_c
     norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in hf.parameters())))
   assert_close(norm, rows[-1]["param_norm"], rtol=1e-6, err_msg="param norm")
 
+  _check_evaluate_two_processes(tmp_path, hf_two, os.path.join(two, "data", "eval.jsonl"))
+
 
 @pytest.mark.slow
 def test_sigint_to_one_process_stops_all_at_the_same_step(tmp_path, xla_cache):
@@ -196,21 +198,44 @@ def test_a_killed_process_ends_the_others_with_an_error_naming_it(tmp_path, xla_
   ckpt.close()
 
 
-def test_evaluate_refuses_several_processes(tmp_path):
-  """Until it shares the work, `crpo_jax.evaluate` refuses a multi-process launch
-  instead of letting every process write the same predictions."""
+def _evaluate(out, processes: int, devices: int, model, data, limit: int):
+  """`python -m crpo_jax.evaluate` as `processes` processes; their outputs."""
   port = _free_port()
   procs = []
-  for i in range(2):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": _xla_flags(1),
-           "TPU_SKIP_MDS_QUERY": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}  # fmt: skip
-    cmd = [sys.executable, "-m", "crpo_jax.evaluate", "--config=configs/eval.py",
-           f"--config.output_dir={tmp_path / 'out'}"]  # fmt: skip
+  for i in range(processes):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": _xla_flags(devices),
+           "TPU_SKIP_MDS_QUERY": "1"}  # fmt: skip
+    for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+      env.pop(k, None)
+    if processes > 1:
+      env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
+                 JAX_PROCESS_ID=str(i))  # fmt: skip
+    # data 2 x fsdp 2: the model is sharded across the processes, rows over both.
+    cmd = [sys.executable, "-m", "crpo_jax.evaluate", "--config=configs/eval.py:cpu",
+           "--config.benchmark=dybench", f"--config.data={data}", f"--config.model={model}",
+           f"--config.limit={limit}", "--config.max_new_tokens=6", "--config.baselines=",
+           "--config.batch_size=2", "--config.mesh.data=2", "--config.mesh.fsdp=2",
+           f"--config.output_dir={out}"]  # fmt: skip
     pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, **pipe))
-  for p in procs:
-    out = p.communicate(timeout=300)[0]
-    assert p.returncode != 0, out[-2000:]
-    assert "crpo_jax.evaluate runs as one process; this launch has 2" in out, out[-2000:]
-  assert not (tmp_path / "out").exists()
+  logs = [p.communicate(timeout=300)[0] for p in procs]
+  for i, (p, log) in enumerate(zip(procs, logs)):
+    assert p.returncode == 0, (i, log[-3000:])
+  return logs
+
+
+def _check_evaluate_two_processes(tmp_path, model, data):
+  """`crpo_jax.evaluate` as 2 processes x 2 devices writes one predictions file, the
+  1-process x 4-device one, byte for byte; a second launch resumes it from process 0's
+  file (the other process generates the same remaining batches and writes nothing)."""
+  one, two = tmp_path / "eval_one", tmp_path / "eval_two"
+  _evaluate(one, 1, 4, model, data, limit=4)
+  first = _evaluate(two, 2, 2, model, data, limit=2)
+  assert "0 items done, 2 to go" in first[1]  # process 1 generated too
+  second = _evaluate(two, 2, 2, model, data, limit=4)
+  assert "2 items done, 2 to go" in second[0] and "2 items done, 2 to go" in second[1]
+  assert sorted(os.listdir(two)) == sorted(os.listdir(one))
+  want = (one / "predictions.jsonl").read_text()
+  assert len(want.splitlines()) == 4
+  assert (two / "predictions.jsonl").read_text() == want
+  assert "results.md" not in first[1] and "| n_items | 4 |" in second[0]
