@@ -43,15 +43,25 @@ def _torch_uint8_fast_path() -> bool:
   return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-def _strip_outer_wrapper(ids: np.ndarray, start_id: int, end_id: int) -> np.ndarray:
-  """5.x keeps the template's vision_start ... vision_end around the per-group
-  expansion (reference section 7.1); dropping the first start and the last end
-  of a one-video prompt gives the 4.57 layout that we produce."""
+def _hf_layout_as_ours(
+  ids: np.ndarray, mm: np.ndarray, start_id: int, end_id: int, n_ours: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """HF's input_ids and mm_token_type_ids in the layout we produce.
+
+  transformers 5.0-5.24 keep the template's vision_start ... vision_end around
+  the per-group expansion (reference section 7.1): two ids more than ours, and
+  dropping the first start and the last end of a one-video prompt gives the 4.57
+  layout that we produce. From 5.25 the expansion replaces the wrapper, so the
+  ids are compared as they come. Any other length difference is a mismatch.
+  """
+  if len(ids) == n_ours:
+    return ids, mm
+  assert len(ids) == n_ours + 2, (len(ids), n_ours)
   first_start = int(np.argmax(ids == start_id))
   last_end = len(ids) - 1 - int(np.argmax(ids[::-1] == end_id))
   assert ids[first_start + 1] != start_id  # next comes the first timestamp text
   assert ids[last_end - 1] == end_id  # the last group's own vision_end
-  return np.delete(ids, [first_start, last_end])
+  return np.delete(ids, [first_start, last_end]), np.delete(mm, [first_start, last_end])
 
 
 def _compare_video(tokenizer, frames, meta, cfg, *, expect_exact: bool):
@@ -82,14 +92,15 @@ def _compare_video(tokenizer, frames, meta, cfg, *, expect_exact: bool):
   else:
     assert np.abs(vision.pixel_values - ref_pv).max() <= ONE_LEVEL
   start_id, end_id = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>"])
-  ref_ids = np.asarray(ref["input_ids"][0])
-  assert len(ref_ids) == len(ours["input_ids"]) + 2
-  np.testing.assert_array_equal(ours["input_ids"], _strip_outer_wrapper(ref_ids, start_id, end_id))
-  ref_mm = np.asarray(ref["mm_token_type_ids"][0])
-  keep = np.ones(len(ref_ids), bool)
-  keep[np.flatnonzero(ref_ids == start_id)[0]] = False
-  keep[np.flatnonzero(ref_ids == end_id)[-1]] = False
-  np.testing.assert_array_equal(ours["mm_token_type_ids"], ref_mm[keep])
+  ref_ids, ref_mm = _hf_layout_as_ours(
+    np.asarray(ref["input_ids"][0]),
+    np.asarray(ref["mm_token_type_ids"][0]),
+    start_id,
+    end_id,
+    len(ours["input_ids"]),
+  )
+  np.testing.assert_array_equal(ours["input_ids"], ref_ids)
+  np.testing.assert_array_equal(ours["mm_token_type_ids"], ref_mm)
   np.testing.assert_array_equal(ours["attention_mask"], np.ones(len(ours["input_ids"])))
   assert (ours["input_ids"] == 151656).sum() == len(ref_pv) // 4
   return vision, ours
