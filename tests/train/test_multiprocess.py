@@ -239,3 +239,24 @@ def _check_evaluate_two_processes(tmp_path, model, data):
   assert len(want.splitlines()) == 4
   assert (two / "predictions.jsonl").read_text() == want
   assert "results.md" not in first[1] and "| n_items | 4 |" in second[0]
+
+
+@pytest.mark.slow
+def test_a_killed_coordinator_ends_the_others_with_an_error(tmp_path, xla_cache):
+  """SIGKILL of process 0, which hosts JAX's coordination service, mid-step: process 1
+  exits non-zero within the same bound (measured: 0.2 s, SIGABRT), saying the
+  leader task died, and the last committed checkpoint stays restorable."""
+  two = str(tmp_path / "two")
+  env = {0: {"CRPO_KILL_AT": "rollout@3"}}
+  extra = (f"--heartbeat_timeout_s={HEARTBEAT_S}",)
+  (rc0, log0, end0), (rc1, log1, end1) = _launch(two, 2, 2, xla_cache, env, "kill0", extra)
+  assert rc0 == -9 and "killing the process at rollout@3" in log0, log0[-3000:]
+  assert rc1 not in (0, ckpt_lib.PREEMPTED_EXIT_CODE), (rc1, log1[-3000:])
+  # JAX's client polls the service for errors: the closed socket ends it at once.
+  assert "Failed to send RPC to coordination service" in log1, log1[-5000:]
+  assert "the leader task was preempted/died" in log1, log1[-5000:]
+  print(f"process 1 ended {end1 - end0:.1f} s after process 0 was killed")
+  assert end1 - end0 < 2 * HEARTBEAT_S + 30, end1 - end0
+  ckpt = ckpt_lib.Checkpointer(os.path.join(two, "checkpoints"))
+  assert ckpt.all_steps() == [2]
+  ckpt.close()
