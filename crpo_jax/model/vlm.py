@@ -79,16 +79,24 @@ class Qwen3VL(nnx.Module):
   # ---------------------------------------------------------------- pieces
 
   def output_kernel(self) -> Float[Array, "D V"]:
-    """The head's kernel [D, V]: the embedding table transposed when tied."""
+    """The head's kernel [D, V] in the compute dtype: the embedding table transposed
+    when tied.
+
+    The sampler's `logits` and the learner's chunked head (`rl/logprobs.py`) both
+    multiply the compute-dtype hidden states by it, so their log-probs agree in
+    bf16 too (an on-policy ratio of 1).
+    """
     if self.lm_head is None:
-      return self.language_model.embed_tokens.embedding[...].T
-    return self.lm_head.kernel[...]
+      return self.language_model.embed_tokens.embedding[...].T.astype(self.dtype)
+    return self.lm_head.kernel[...].astype(self.dtype)
 
   def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
     """Float32 logits from final hidden states (products in the compute dtype)."""
-    kernel = self.output_kernel().astype(self.dtype)
     logits_BTV = jnp.einsum(
-      "BTD,DV->BTV", hidden.astype(self.dtype), kernel, preferred_element_type=jnp.float32
+      "BTD,DV->BTV",
+      hidden.astype(self.dtype),
+      self.output_kernel(),
+      preferred_element_type=jnp.float32,
     )
     return constrain(logits_BTV, ("batch", "length", "vocab"))
 

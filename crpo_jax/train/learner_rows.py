@@ -86,7 +86,8 @@ class ModelDef:
       text_from=lp,
     )
     # Position i predicts token i + 1: completion token j comes from position lp-1+j.
-    h = h[:, lp - 1 : lp - 1 + t]
+    # The head in the compute dtype, as the sampler's `model.logits`.
+    h = h[:, lp - 1 : lp - 1 + t].astype(model.dtype)
     return logprobs_lib.token_logprobs(
       h, model.output_kernel(), mb["tokens"], chunk_size=chunk, temperature=temperature
     )
