@@ -28,6 +28,10 @@ _GROWTH = (1, 2, 3, 4, 6)
 # Pixel rows come in whole 2x2 merge blocks; padding keeps that.
 _MERGE_ROWS = 4
 
+# Default pixel-row bucket unit: the pipeline's batches, the sampler's and the
+# learner's inputs all round their pixel-row totals with it.
+PATCH_MULTIPLE = 256
+
 
 def bucket_size(n: int, buckets: Sequence[int] | None = None, multiple: int = 64) -> int:
   """The smallest bucket that holds `n` items.
@@ -86,25 +90,38 @@ def left_align(input_ids: np.ndarray, attention_mask: np.ndarray, *others: np.nd
   return tuple(arrays)
 
 
-def _pad_visual(
-  pixels: np.ndarray, grid: np.ndarray, patch_buckets, patch_multiple: int, grid_rows: int | None
+def pad_visual(
+  pixels: np.ndarray, grid: np.ndarray, rows: int, grid_rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
+  """Pads pixel rows with zeros up to `rows` and the grid with (0, 0, 0) rows up to
+  `grid_rows` (module docstring: no grid row covers the padding).
+
+  The one pixel padding of the project: `pad_batch` (pipeline, sampler) and the
+  learner's rows (`train/learner_rows.py`) call it with a bucketed `rows`.
+  """
   pixels, grid = np.asarray(pixels), np.asarray(grid, dtype=np.int64).reshape(-1, 3)
   n = pixels.shape[0]
   if n != int(np.prod(grid, axis=1).sum()):
     raise ValueError(f"{n} pixel rows but the grid {grid.tolist()} covers {np.prod(grid, 1).sum()}")
   if n % _MERGE_ROWS:
     raise ValueError(f"pixel row count {n} is not a multiple of the 2x2 merge ({_MERGE_ROWS})")
-  target = bucket_size(n, patch_buckets, patch_multiple)
-  pad = target - n
-  if pad % _MERGE_ROWS:
-    raise ValueError(f"patch bucket {target} - {n} rows is not a multiple of {_MERGE_ROWS}")
-  rows = bucket_size(grid.shape[0], None, 1) if grid_rows is None else grid_rows
-  if rows < grid.shape[0]:
-    raise ValueError(f"grid_rows={rows} cannot hold {grid.shape[0]} items")
-  pad_rows = np.zeros((rows - grid.shape[0], 3), np.int64)
+  pad = rows - n
+  if pad < 0 or pad % _MERGE_ROWS:
+    raise ValueError(f"cannot pad {n} pixel rows to {rows} (a multiple of {_MERGE_ROWS} above)")
+  if grid_rows < grid.shape[0]:
+    raise ValueError(f"grid_rows={grid_rows} cannot hold {grid.shape[0]} items")
+  pad_rows = np.zeros((grid_rows - grid.shape[0], 3), np.int64)
   pixels = np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), pixels.dtype)])
   return pixels, np.concatenate([grid, pad_rows]).astype(grid.dtype)
+
+
+def _pad_visual(
+  pixels: np.ndarray, grid: np.ndarray, patch_buckets, patch_multiple: int, grid_rows: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+  grid = np.asarray(grid).reshape(-1, 3)
+  rows = bucket_size(grid.shape[0], None, 1) if grid_rows is None else grid_rows
+  target = bucket_size(np.asarray(pixels).shape[0], patch_buckets, patch_multiple)
+  return pad_visual(pixels, grid, target, rows)
 
 
 def pad_batch(
@@ -114,7 +131,7 @@ def pad_batch(
   length_buckets: Sequence[int] | None = None,
   length_multiple: int = 64,
   patch_buckets: Sequence[int] | None = None,
-  patch_multiple: int = 256,
+  patch_multiple: int = PATCH_MULTIPLE,
   grid_rows: int | None = None,
 ) -> dict[str, np.ndarray]:
   """Pads a HF-processor-style batch to bucketed shapes (module docstring).

@@ -70,7 +70,7 @@ class PipelineConfig:
   length_buckets: Sequence[int] | None = None  # prompt length buckets (bucketing)
   length_multiple: int = 64  # geometric length buckets when length_buckets is None
   patch_buckets: Sequence[int] | None = None  # pixel-row buckets
-  patch_multiple: int = 256  # geometric pixel-row buckets when patch_buckets is None
+  patch_multiple: int = bucketing.PATCH_MULTIPLE  # geometric buckets without patch_buckets
   pad_id: int = 0  # token id written into padding slots
   max_consecutive_skips: int = 1000  # skipped records in a row without a batch -> BadDataError
   skip_report_every: int = 16  # the batcher hands skips to the main process this often

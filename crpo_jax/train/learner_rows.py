@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from crpo_jax import bucketing
 from crpo_jax import sharding as sharding_lib
 from crpo_jax.model.config import Qwen3VLConfig
 from crpo_jax.rl import logprobs as logprobs_lib
@@ -151,26 +152,14 @@ def branch_video(batch: dict[str, Any], source: str, vision, seed) -> Videos:
   return [transform_rows(v, g, vision, source, rng) for v, g in zip(vids, grid)], grid
 
 
-def _pad_visual(pix: np.ndarray, grid: np.ndarray, rows: int, grid_rows: int):
-  """Zero pixel rows owned by a (1, 2, n/2) grid row, then (0, 0, 0) rows (bucketing.py)."""
-  pad = rows - pix.shape[0]
-  if pad < 0 or pad % 4:
-    raise ValueError(f"cannot pad {pix.shape[0]} pixel rows to {rows}")
-  extra = np.zeros((grid_rows - grid.shape[0], 3), grid.dtype)
-  if pad:
-    extra[0] = (1, 2, pad // 2)
-  pix = np.concatenate([pix, np.zeros((pad, pix.shape[1]), pix.dtype)])
-  return pix, np.concatenate([grid, extra])
-
-
 def stack_prompts(orig: dict[str, Any], videos: list[Videos]) -> dict[str, np.ndarray]:
   """Sampler input: the prompts once per branch, each branch with its own videos."""
   k = len(videos)
   pix = np.concatenate([np.concatenate(v) for v, _ in videos])
   grid = np.concatenate([g for _, g in videos]).astype(np.int64)
   num_prompts = grid.shape[0] // k
-  pix_rows = 4 * -(-pix.shape[0] // 4) + 4
-  pix, grid = _pad_visual(pix, grid, pix_rows, grid.shape[0] + 1)
+  rows = bucketing.bucket_size(pix.shape[0], None, bucketing.PATCH_MULTIPLE)
+  pix, grid = bucketing.pad_visual(pix, grid, rows, grid.shape[0] + 1)
   return {
     "input_ids": np.tile(np.asarray(orig["input_ids"])[:num_prompts], (k, 1)),
     "attention_mask": np.tile(np.asarray(orig["attention_mask"])[:num_prompts], (k, 1)),
@@ -234,9 +223,10 @@ def to_micro_batches(rows: dict[str, Any], micro: int) -> dict[str, np.ndarray]:
     out[key] = v.reshape(m, micro, *v.shape[1:])
   groups = [fill[i * micro : (i + 1) * micro] for i in range(m)]
   pix = [np.concatenate([rows["videos"][j] for j in g]) for g in groups]
-  target = 4 * -(-max(p.shape[0] for p in pix) // 4) + 4
+  # One bucketed pixel-row count for every micro-batch of the step (they are stacked).
+  target = bucketing.bucket_size(max(p.shape[0] for p in pix), None, bucketing.PATCH_MULTIPLE)
   padded = [
-    _pad_visual(p, np.asarray(rows["grids"])[g].astype(np.int64), target, micro + 1)
+    bucketing.pad_visual(p, np.asarray(rows["grids"])[g].astype(np.int64), target, micro + 1)
     for p, g in zip(pix, groups)
   ]
   out["pixel_values_videos"] = np.stack([p for p, _ in padded])

@@ -168,6 +168,65 @@ def _small_setup(algo="crpo", **overrides):
   return config, model, model_def, state, learner
 
 
+def _padded_batch(height: int, width: int) -> dict:
+  """`_batch`'s two prompts with 4 frames of height x width, padded as the pipeline
+  pads (`bucketing.pad_batch`: prompt length and pixel rows bucketed)."""
+  from crpo_jax import bucketing
+
+  pcfg = processor.ProcessorConfig()
+  rng = np.random.default_rng(height * 1000 + width)
+  frames = [rng.integers(0, 255, (4, height, width, 3), dtype=np.uint8) for _ in range(2)]
+
+  def branch(frames_list):
+    pix, grids = zip(*(processor.patchify(f, pcfg) for f in frames_list))
+    tokens = [int(np.prod(g)) // 4 for g in grids]
+    video = lambda n: [SMALL.vision_start_token_id, *[SMALL.video_token_id] * n,
+                       SMALL.vision_end_token_id]  # fmt: skip
+    rows = [[1, 10 + i, *video(n), 12, 13] for i, n in enumerate(tokens)]
+    ids = np.zeros((2, max(map(len, rows))), np.int32)
+    for i, r in enumerate(rows):
+      ids[i, : len(r)] = r
+    inputs = {
+      "input_ids": ids,
+      "attention_mask": (ids != 0).astype(np.int32),
+      "pixel_values_videos": np.concatenate(pix),
+      "video_grid_thw": np.concatenate(grids),
+    }
+    return bucketing.pad_batch(inputs, pad_id=0, grid_rows=3)
+
+  batch = _batch()
+  batch["orig"] = branch(frames)
+  batch["cf"] = branch([transforms.reverse(frames[0]), transforms.flip(frames[1])])
+  return batch
+
+
+def test_mixed_video_resolutions_compile_a_bounded_number_of_programs():
+  """Steps on four video sizes (32, 48, 64 and 48 pixel rows per video): the
+  sampler's and the update's pixel-row totals are bucketed (bucketing.py), so they
+  compile once per bucket (1 and 2 here); exact totals compiled one program per
+  distinct size (3 and 3)."""
+  from crpo_jax import bucketing
+
+  config, _, _, state, learner = _small_setup("crpo")
+  ref = jax.tree.map(lambda x: x.copy(), state.params) if learner.use_ref else None
+  sizes = [(64, 64), (64, 96), (64, 128), (96, 64)]
+  per_video = []
+  for step, (h, w) in enumerate(sizes):
+    batch = _padded_batch(h, w)
+    per_video.append(int(np.prod(batch["orig"]["video_grid_thw"][0])))
+    state, metrics = learner.step(state, batch, ref, step)
+    assert np.isfinite(metrics["loss"]), (h, w)
+  assert per_video == [32, 48, 64, 48]
+  # One sampler call holds 2 prompts x 2 branches' videos; an update micro-batch
+  # holds `micro_rollouts` rows, each with its own video.
+  micro = config.batch.micro_rollouts
+  buckets = lambda k: len({bucketing.bucket_size(k * r, None, 256) for r in per_video})
+  assert (buckets(4), buckets(micro)) == (1, 2)
+  [sampler] = learner._samplers.values()
+  assert sampler.num_traces == buckets(4)
+  assert learner.train_step._cache_size() == buckets(micro)
+
+
 def test_learner_logprobs_equal_decode_on_placeholder_ids():
   """Teacher-forced completion log-probs equal decode_step's token by token, also for
   completions holding the video / image placeholder and vision start / end ids."""
