@@ -220,7 +220,8 @@ def test_mixed_video_resolutions_compile_a_bounded_number_of_programs():
   # One sampler call holds 2 prompts x 2 branches' videos; an update micro-batch
   # holds `micro_rollouts` rows, each with its own video.
   micro = config.batch.micro_rollouts
-  buckets = lambda k: len({bucketing.bucket_size(k * r, None, 256) for r in per_video})
+  buckets = lambda k: len({bucketing.bucket_size(k * r, None, bucketing.PATCH_MULTIPLE)
+                           for r in per_video})  # fmt: skip
   assert (buckets(4), buckets(micro)) == (1, 2)
   [sampler] = learner._samplers.values()
   assert sampler.num_traces == buckets(4)
