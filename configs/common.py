@@ -22,6 +22,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"  # parameter storage dtype (optimizer moments follow)
   c.model.remat = "none"  # none | full | dots: recompute layers in the backward (memory)
+  # masked | segments: the vision tower's attention. "segments" attends within each
+  # temporal group only (bounds from data.max_pixels and data.num_frames), linear in
+  # the videos of a call; "masked" scores every patch row of a call against every
+  # other and masks, quadratic (the real-scale configs need "segments" to fit).
+  c.model.vision_attention = "masked"
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # data-parallel replicas

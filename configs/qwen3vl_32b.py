@@ -25,6 +25,9 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
   c.model.preset = "qwen3vl_32b"  # architecture when no init_from; checked against config.json
+  # Masked vision attention scores all patch rows of a call against each other: far
+  # too large at 16 frames x 8 prompts (crpo_jax.plan). Attend per temporal group.
+  c.model.vision_attention = "segments"
   c.model.remat = "full"  # 64 layers of 5120-wide activations: recompute in the backward
   c.mesh.data = 1  # no pure data parallelism: FSDP already splits the batch
   c.mesh.fsdp = 8  # 16 chips: FSDP 8 x tensor 2; fp32 master + Adam = 16 B/param over 8

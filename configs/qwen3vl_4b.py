@@ -22,6 +22,9 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
   c.model.preset = "qwen3vl_4b"  # architecture when no init_from; checked against config.json
+  # Masked vision attention scores all patch rows of a call against each other: far
+  # too large at 16 frames x 8 prompts (crpo_jax.plan). Attend per temporal group.
+  c.model.vision_attention = "segments"
   c.mesh.data = 1  # no pure data parallelism: FSDP already splits the batch
   c.mesh.fsdp = 8  # 8 chips: FSDP over all
   c.mesh.tensor = 1  # tensor-parallel degree

@@ -26,6 +26,9 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_base_config()
   c.model.preset = "qwen3vl_8b"  # architecture when no init_from; checked against config.json
+  # Masked vision attention scores all patch rows of a call against each other: far
+  # too large at 16 frames x 8 prompts (crpo_jax.plan). Attend per temporal group.
+  c.model.vision_attention = "segments"
   # Without remat the update's activations overflow a v5p-16 (crpo_jax.plan, RESULTS.md).
   c.model.remat = "full"  # recompute each layer in the backward pass
   c.mesh.data = 1  # no pure data parallelism: FSDP already splits the batch

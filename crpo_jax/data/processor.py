@@ -47,6 +47,10 @@ class ProcessorConfig:
   merge_size: int = 2
   video_min_pixels: int = 4096  # total T*H*W budget (video_preprocessor_config)
   video_max_pixels: int = 25165824
+  # Cap on one frame's H*W after the budget rule (None: HF's rule alone). The rule
+  # bounds T*H*W, so a short clip gets larger frames; training sets the cap so that
+  # every temporal group fits the vision tower's per-segment bound (train/setup.py).
+  video_frame_max_pixels: int | None = None
   image_min_pixels: int = 65536  # per image (preprocessor_config)
   image_max_pixels: int = 16777216
   resize_backend: str = "torch"  # 'torch': bit-exact with HF on x86; 'pil': Pillow, approximate.
@@ -280,6 +284,10 @@ def process_video_frames(
     num_frames=len(frames),
     temporal_factor=cfg.temporal_patch_size,
   )
+  if cfg.video_frame_max_pixels is not None and h * w > cfg.video_frame_max_pixels:
+    h, w = smart_resize(
+      h, w, factor=cfg.factor, min_pixels=0, max_pixels=cfg.video_frame_max_pixels
+    )
   frames = resize_frames(frames, h, w, cfg.resize_backend)
   if pad := -len(frames) % cfg.temporal_patch_size:  # repeat the last frame
     frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])

@@ -240,6 +240,7 @@ def load_hf(
   mesh: jax.sharding.Mesh | None = None,
   rules: Rules | None = None,
   remat: str = "none",
+  vision_segments: tuple[int, int] | None = None,
 ):
   """Loads a `Qwen3VL` from a HF checkpoint directory.
 
@@ -251,6 +252,7 @@ def load_hf(
     mesh: target mesh; parameters are sharded by their logical axes and `rules`.
     rules: logical-axis rules (default `sharding.DEFAULT_RULES`).
     remat: rematerialisation policy of the layer stacks (`crpo_jax.model.remat`).
+    vision_segments: per-segment vision attention bounds (`Qwen3VL`).
 
   Returns:
     The model, every parameter on its target sharding.
@@ -261,7 +263,14 @@ def load_hf(
   cfg = Qwen3VLConfig.from_hf_config(json.loads((path / "config.json").read_text()))
   param_dtype = dtype if param_dtype is None else param_dtype
   model = nnx.eval_shape(
-    lambda: Qwen3VL(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rngs=nnx.Rngs(0))
+    lambda: Qwen3VL(
+      cfg,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      remat=remat,
+      vision_segments=vision_segments,
+      rngs=nnx.Rngs(0),
+    )
   )
   tied = cfg.text.tie_word_embeddings
   load_params(

@@ -52,6 +52,7 @@ class Qwen3VL(nnx.Module):
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     remat: str | bool = "none",
+    vision_segments: tuple[int, int] | None = None,
     rngs: nnx.Rngs,
   ):
     """Builds the model.
@@ -62,12 +63,19 @@ class Qwen3VL(nnx.Module):
       param_dtype: storage dtype of every weight.
       remat: rematerialisation policy of the text and vision layer stacks in the
         backward pass, `none`, `full` or `dots` (`crpo_jax.model.remat`).
+      vision_segments: (rows per image or temporal group, temporal groups per
+        video): the vision tower then attends within each segment only
+        (`vision.slot_attention`), linear in the number of segments. None keeps
+        the masked attention over all patch rows of a call.
       rngs: parameter initialisation.
     """
     self.config = config
     self.dtype = dtype
     kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
-    self.visual = VisionEncoder(config.vision, remat=remat, **kw)
+    rows, groups = vision_segments or (None, None)
+    self.visual = VisionEncoder(
+      config.vision, remat=remat, segment_rows=rows, segments_per_item=groups, **kw
+    )
     self.language_model = TextModel(config.text, remat=remat, **kw)
     t = config.text
     self.lm_head = (

@@ -20,9 +20,7 @@ compile, so the planner never holds a step's pixels in host memory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +31,9 @@ from flax import nnx
 
 from crpo_jax import bucketing, sharding
 from crpo_jax.model import vlm
-from crpo_jax.model.config import Qwen3VLConfig, get_preset
+from crpo_jax.model.config import Qwen3VLConfig
 from crpo_jax.rl import sampler as sampler_lib
-from crpo_jax.train import evaluation
+from crpo_jax.train import evaluation, setup
 from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import optimizer as optim_lib
@@ -81,22 +79,10 @@ class _Tokenizer:
     return [0] * max(1, len(text) // 4)
 
 
-def model_config(config) -> Qwen3VLConfig:
-  """The architecture the run builds: the checkpoint's config.json, else the preset."""
-  if config.model.init_from:
-    path = os.path.join(config.model.init_from, "config.json")
-    with open(path) as f:
-      return Qwen3VLConfig.from_hf_config(json.load(f))
-  return get_preset(config.model.preset)
-
-
 def abstract_model(config, cfg: Qwen3VLConfig) -> nnx.Module:
   """The policy as `crpo_jax.train.setup.build_model` makes it, without weights."""
-  dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
   return nnx.eval_shape(
-    lambda: vlm.Qwen3VL(
-      cfg, dtype=dtype, param_dtype=param_dtype, remat=config.model.remat, rngs=nnx.Rngs(0)
-    )
+    lambda: vlm.Qwen3VL(cfg, rngs=nnx.Rngs(0), **setup.model_kwargs(config, cfg))
   )
 
 
@@ -186,7 +172,7 @@ def _fake_rollouts(learner, batch, shapes: Shapes) -> dict[str, Any]:
 
 def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list[Program], dict]:
   """The run's programs for `config` on `mesh`, and a summary of the shapes used."""
-  cfg = model_config(config)
+  cfg = setup.model_config(config)
   model_def = rows_lib.ModelDef.from_model(abstract_model(config, cfg))
   patch_dim = cfg.vision.patch_dim
   sft_steps, rl_steps = int(config.sft.steps), int(config.train_steps)

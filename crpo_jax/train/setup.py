@@ -18,7 +18,7 @@ import ml_collections
 from absl import logging
 from flax import nnx
 
-from crpo_jax.model.config import get_preset
+from crpo_jax.model.config import Qwen3VLConfig, get_preset
 
 
 @dataclasses.dataclass
@@ -49,7 +49,10 @@ def processor_config(config: ml_collections.ConfigDict):
 
   d = config.data
   return processor.ProcessorConfig(
-    fps=d.fps, max_frames=d.num_frames, video_max_pixels=d.max_pixels * d.num_frames
+    fps=d.fps,
+    max_frames=d.num_frames,
+    video_max_pixels=d.max_pixels * d.num_frames,
+    video_frame_max_pixels=d.max_pixels,  # short clips too (vision_segments relies on it)
   )
 
 
@@ -205,23 +208,60 @@ def describe_inputs(config: ml_collections.ConfigDict, data: RunData) -> list[st
   ]
 
 
+VISION_ATTENTION = ("masked", "segments")
+
+
+def model_config(config: ml_collections.ConfigDict) -> Qwen3VLConfig:
+  """The architecture the run builds: the checkpoint's config.json, else the preset."""
+  if config.model.init_from:
+    with open(os.path.join(config.model.init_from, "config.json")) as f:
+      return Qwen3VLConfig.from_hf_config(json.load(f))
+  return get_preset(config.model.preset)
+
+
+def vision_segments(config: ml_collections.ConfigDict, vision) -> tuple[int, int] | None:
+  """Per-segment vision attention bounds the pipeline guarantees, or None (masked).
+
+  With `model.vision_attention = "segments"`: a temporal group has at most
+  `data.max_pixels` pixels (the processor's per-frame cap, `processor_config`), so
+  at most max_pixels / patch_size**2 patch rows (never fewer than one merge block),
+  and a video has at most ceil(data.num_frames / temporal_patch_size) groups.
+  """
+  mode = config.model.vision_attention
+  if mode not in VISION_ATTENTION:
+    raise ValueError(
+      f"config.model.vision_attention={mode!r}: expected one of {', '.join(VISION_ATTENTION)}"
+    )
+  if mode == "masked":
+    return None
+  rows = max(int(config.data.max_pixels) // vision.patch_size**2, vision.spatial_merge_size**2)
+  groups = -(-int(config.data.num_frames) // vision.temporal_patch_size)
+  return rows, groups
+
+
+def model_kwargs(config: ml_collections.ConfigDict, cfg) -> dict[str, Any]:
+  """`Qwen3VL` / `load_hf` options from the config (the run and the planner)."""
+  return {
+    "dtype": jnp.dtype(config.model.dtype),
+    "param_dtype": jnp.dtype(config.model.param_dtype),
+    "remat": config.model.remat,
+    "vision_segments": vision_segments(config, cfg.vision),
+  }
+
+
 def build_model(config: ml_collections.ConfigDict, mesh):
   """The policy: a local HF checkpoint (sharded on load) or a seeded random init."""
   from crpo_jax.model import vlm
 
-  dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
   if config.model.init_from:
     from crpo_jax import model as model_lib
 
+    kw = model_kwargs(config, model_config(config))
     logging.info("loading %s", config.model.init_from)
-    return model_lib.load_hf(
-      config.model.init_from, dtype, param_dtype=param_dtype, mesh=mesh, remat=config.model.remat
-    )
+    return model_lib.load_hf(config.model.init_from, mesh=mesh, **kw)
   cfg = get_preset(config.model.preset)
   # Random init is for the tiny demo and tests; real runs start from init_from.
-  return vlm.Qwen3VL(
-    cfg, dtype=dtype, param_dtype=param_dtype, remat=config.model.remat, rngs=nnx.Rngs(config.seed)
-  )
+  return vlm.Qwen3VL(cfg, rngs=nnx.Rngs(config.seed), **model_kwargs(config, cfg))
 
 
 def export_hf(model_def, params, tokenizer, out_dir: str, step: int = 0) -> str:

@@ -233,3 +233,23 @@ def test_process_example_decodes_and_appends_null_option(tokenizer, tmp_path):
   frames, meta = decode_video(path, start=1.0, end=3.0)
   again = process_example(ex, tokenizer, frames=frames[::-1].copy(), meta=meta)
   np.testing.assert_array_equal(again["input_ids"], out["input_ids"])  # reversal: same prompt
+
+
+def test_frame_cap_bounds_short_clips_and_leaves_full_clips_alone():
+  """The budget rule bounds T*H*W, so a 4-frame clip of a 16-frame budget gets frames
+  4x as large; `video_frame_max_pixels` caps one frame (what per-segment vision
+  attention relies on). A full-length clip is resized by HF's rule alone."""
+  budget = 16 * 64 * 64  # 16 frames of 64x64
+  rng = np.random.default_rng(0)
+  short = rng.integers(0, 256, (4, 240, 320, 3), dtype=np.uint8)
+  free = process_video_frames(short, _meta(4), ProcessorConfig(video_max_pixels=budget))
+  t, h, w = free.grid_thw.tolist()[0]
+  assert h * w * 16 * 16 > 64 * 64  # the rule alone gives a frame over the cap
+  capped_cfg = ProcessorConfig(video_max_pixels=budget, video_frame_max_pixels=64 * 64)
+  t, h, w = process_video_frames(short, _meta(4), capped_cfg).grid_thw.tolist()[0]
+  assert t == 2 and h * w * 16 * 16 <= 64 * 64 and h % 2 == 0 and w % 2 == 0
+  full = rng.integers(0, 256, (16, 240, 320, 3), dtype=np.uint8)
+  a = process_video_frames(full, _meta(16), ProcessorConfig(video_max_pixels=budget))
+  b = process_video_frames(full, _meta(16), capped_cfg)
+  assert a.grid_thw.tolist() == b.grid_thw.tolist()
+  np.testing.assert_array_equal(a.pixel_values, b.pixel_values)

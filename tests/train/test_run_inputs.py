@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import qwen3vl_8b
-from crpo_jax.data import synthetic
+from crpo_jax.data import processor, synthetic
+from crpo_jax.data.video import VideoMeta
+from crpo_jax.model.config import get_preset
 from crpo_jax.train import setup
+from tests.tolerance import assert_close
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -84,3 +88,39 @@ def test_url_workdir_is_refused_by_run_too():
   with pytest.raises(setup.PreflightError, match="gs://b/run: URL workdirs"):
     setup.local_workdir("gs://b/run")
   assert setup.local_workdir("rel/dir") == os.path.abspath("rel/dir")
+
+
+def test_per_segment_vision_attention_holds_its_bounds_and_equals_masked(tmp_path):
+  """The real-scale configs attend within each temporal group (`vision_attention =
+  "segments"`, kept by `:runlocal`). Its bounds follow from data.max_pixels and
+  data.num_frames, and the processor keeps every clip inside them: short clips
+  (whose frames the budget rule alone would enlarge) and odd sizes included. On a
+  pipeline batch, both branches, the model equals the masked attention."""
+  c = _runlocal()
+  assert c.model.vision_attention == "segments"
+  vision = get_preset(c.model.preset).vision
+  rows, groups = setup.vision_segments(c, vision)
+  assert (rows, groups) == (c.data.max_pixels // vision.patch_size**2, 2)
+  pcfg = setup.processor_config(c)
+  for n in range(2, c.data.num_frames + 1):
+    for hw in ((48, 64), (240, 320), (500, 90), (1080, 1920)):
+      frames = np.zeros((n, *hw, 3), np.uint8)
+      meta = VideoMeta(fps=2.0, total_frames=n, frame_indices=np.arange(n), duration=n / 2)
+      t, h, w = processor.process_video_frames(frames, meta, pcfg).grid_thw.tolist()[0]
+      assert t <= groups and h * w <= rows, (n, hw, (t, h, w))
+
+  batch = next(setup.prepare_data(c, str(tmp_path / "data")).train_loader())
+  masked = c.copy_and_resolve_references()
+  masked.model.vision_attention = "masked"
+  seg_model, masked_model = setup.build_model(c, None), setup.build_model(masked, None)
+  assert seg_model.visual.segment_rows == rows and masked_model.visual.segment_rows is None
+  for branch in ("orig", "cf"):
+    got, want = (np.asarray(m.hidden_states(**batch[branch])) for m in (seg_model, masked_model))
+    assert_close(got, want, rtol=1e-5, err_msg=branch)
+
+
+def test_unknown_vision_attention_names_the_field():
+  c = _runlocal()
+  c.model.vision_attention = "flash"
+  with pytest.raises(ValueError, match="config.model.vision_attention='flash'.*masked, segments"):
+    setup.build_model(c, None)
