@@ -25,9 +25,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Masked vision attention scores all patch rows of a call against each other: far
   # too large at 16 frames x 8 prompts (crpo_jax.plan). Attend per temporal group.
   c.model.vision_attention = "segments"
+  # Without remat the update needs 111 GiB of temporaries per v5e chip (crpo_jax.plan,
+  # benchmarks/RESULTS.md); recomputing each layer brings it to 7.3 GiB.
+  c.model.remat = "full"
   c.mesh.data = 1  # no pure data parallelism: FSDP already splits the batch
-  c.mesh.fsdp = 8  # 8 chips: FSDP over all (2B fits easily)
+  c.mesh.fsdp = 8  # 8 chips: FSDP over all
   c.mesh.tensor = 1  # tensor-parallel degree
   c.batch.prompts = 8  # prompts per step: one per accelerator (Video-R1)
-  c.batch.micro_rollouts = 8  # rollouts per micro-batch (memory-bound)
+  c.batch.micro_rollouts = 8  # one row per batch shard: must divide data x fsdp = 8
   return common.apply_arg(c, arg)

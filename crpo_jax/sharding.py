@@ -46,6 +46,10 @@ DEFAULT_RULES: Rules = (
   ("vocab", "tensor"),
   ("layers", None),
   ("patch", None),
+  # The vision tower's patch rows (all videos of a call, packed): split like a batch,
+  # so each device encodes its share of the videos (FSDP gathers the weights).
+  ("vision_rows", ("data", "fsdp")),
+  ("vision_slots", ("data", "fsdp")),  # per-segment attention's segments, likewise
 )
 
 

@@ -256,7 +256,8 @@ def slot_attention(q_PNH, k_SNH, v_SNH, gather, scatter, valid):
   and the work grows linearly with the number of segments.
   """
   pad = lambda x: jnp.concatenate([x, jnp.zeros_like(x[:1])], axis=0)  # row P = empty
-  q_ZSNH, k_ZSNH, v_ZSNH = (pad(x)[gather] for x in (q_PNH, k_SNH, v_SNH))
+  slot_axes = ("vision_slots", None, "heads", "head_dim")
+  q_ZSNH, k_ZSNH, v_ZSNH = (constrain(pad(x)[gather], slot_axes) for x in (q_PNH, k_SNH, v_SNH))
   key_ok = gather < q_PNH.shape[0]  # [Z, S]
   logits = jnp.einsum("ZSNH,ZTNH->ZNST", q_ZSNH, k_ZSNH) * q_PNH.shape[-1] ** -0.5
   fill = jnp.finfo(jnp.float32).min
@@ -359,7 +360,7 @@ class VisionBlocks(nnx.Module):
     qkv = jnp.einsum("PD,DE->PE", h, w["qkv_kernel"].astype(dt)) + w["qkv_bias"].astype(dt)
     q_PNH, k_SNH, v_SNH = jnp.unstack(qkv.reshape(num_p, 3, nh, hd), axis=1)
     q_PNH, k_SNH = _rotate(q_PNH, cos, sin), _rotate(k_SNH, cos, sin)
-    q_PNH = constrain(q_PNH, ("length", "heads", "head_dim"))
+    q_PNH = constrain(q_PNH, ("vision_rows", "heads", "head_dim"))
     if slots is not None:
       out_PNH = slot_attention(q_PNH, k_SNH, v_SNH, *slots)
     else:
@@ -376,7 +377,7 @@ class VisionBlocks(nnx.Module):
     x_PD = (
       x_PD + jnp.einsum("PF,FD->PD", h_PF, w["fc2_kernel"].astype(dt)) + w["fc2_bias"].astype(dt)
     )
-    return constrain(x_PD, ("length", "embed"))
+    return constrain(x_PD, ("vision_rows", "embed"))
 
 
 class VisionEncoder(nnx.Module):
@@ -486,7 +487,7 @@ class VisionEncoder(nnx.Module):
     x = x + self.patch_bias[...].astype(dt)
     # HF 5.23: gathered rows in model dtype times fp32 weights, summed in fp32, cast.
     pos = self.pos_embed[...].astype(dt)[taps].astype(jnp.float32)
-    x = constrain(x + (pos * wts[..., None]).sum(1).astype(dt), ("length", "embed"))
+    x = constrain(x + (pos * wts[..., None]).sum(1).astype(dt), ("vision_rows", "embed"))
 
     # DeepStack taps as data: layer -> slot table, written into a carried buffer.
     order = sorted(cfg.deepstack_visual_indexes)
