@@ -196,8 +196,10 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
   state_bytes = device_bytes(state, shardings)
 
   learner = learner_lib.Learner(config, model_def, None, rl_tx, shardings, mesh, rules)
-  ref = params if learner.use_ref else None
-  ref_bytes = param_bytes if learner.use_ref else 0
+  # The rollout's copy and the reference: the policy in the compute dtype.
+  compute_params = jax.eval_shape(model_def.in_compute_dtype, params)
+  ref = compute_params if learner.use_ref else None
+  ref_bytes = device_bytes(ref, shardings.params) if learner.use_ref else 0
   shapes = worst_case_shapes(config, cfg, text_tokens)
   batch = stand_in_batch(config, shapes)
   n_prompts = int(config.batch.prompts)
@@ -238,7 +240,7 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
 
   # The learner's sampler groups (Learner.sample): branches with the same rollout
   # count and greediness share one call, prompts stacked per branch.
-  sampler_state = model_def.sampler_state(params)
+  sampler_state = model_def.sampler_state(compute_params)
   g = config.sampling.num_generations
   videos = rows_lib.split_videos(batch["orig"], n_prompts)
   for (n, greedy), sampler in learner._samplers.items():
@@ -252,7 +254,7 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
       Program(
         name,
         under_mesh(lambda s=sampler, i=inputs: s.lower(sampler_state, i, key)),
-        opt_bytes + ref_bytes,
+        param_bytes + opt_bytes + ref_bytes,
         f"{rows} prompts x {n} samples, prompt {shapes.prompt_len} + "
         f"{config.sampling.max_new_tokens} new tokens",
         _sampler_arg_bytes(sampler, sampler_state, inputs),
@@ -280,7 +282,7 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
     Program(
       "eval_sampler",
       under_mesh(lambda: evaluator._sampler.lower(sampler_state, eval_inputs, key)),
-      opt_bytes + ref_bytes,
+      param_bytes + opt_bytes + ref_bytes,
       f"{n_prompts} prompts, greedy, {config.eval_max_new_tokens} new tokens",
       _sampler_arg_bytes(evaluator._sampler, sampler_state, eval_inputs),
     )

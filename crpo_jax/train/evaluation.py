@@ -60,7 +60,7 @@ class Evaluator:
     loader = setup.make_loader(
       self.config, self.path, self.tokenizer, self.model_def.pad_id, train=False
     )
-    state = self.model_def.sampler_state(params)
+    state = self.model_def.sampler_state(self.model_def.in_compute_dtype(params))
     scored, valid_answers = [], []
     try:
       for batch in loader:

@@ -164,7 +164,8 @@ class Learner:
     key = jax.random.fold_in(state.key(), step)
     g = self.config.sampling.num_generations
     vision = self.model_def.config.vision
-    sampler_state = self.model_def.sampler_state(state.params)
+    # The rollout's copy of the policy, in the compute dtype (ModelDef.in_compute_dtype).
+    sampler_state = self.model_def.sampler_state(self.model_def.in_compute_dtype(state.params))
     num_prompts = len(batch["route"])
     out = {}
     for gi, ((n, greedy), sampler) in enumerate(self._samplers.items()):

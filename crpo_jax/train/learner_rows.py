@@ -14,6 +14,7 @@ shares the original's token layout (METHOD.md section 4).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -40,12 +41,25 @@ class ModelDef:
   rest: Any  # non-parameter state (usually empty)
   full_graphdef: Any  # graphdef of nnx.split(model), what the sampler merges
   template: nnx.State  # parameters with metadata (shapes/shardings), values unused
+  dtype: Any = jnp.float32  # the compute dtype
 
   @classmethod
   def from_model(cls, model: nnx.Module) -> ModelDef:
     graphdef, params, rest = state_lib.split_model(model)
     full_graphdef, _ = nnx.split(model)
-    return cls(model.config, graphdef, rest, full_graphdef, params)
+    return cls(model.config, graphdef, rest, full_graphdef, params, jnp.dtype(model.dtype))
+
+  def in_compute_dtype(self, pure: Any) -> Any:
+    """The policy in the compute dtype: floating parameters rounded to it (others
+    as they are), in their master copy's layout.
+
+    Every forward runs these weights: the rollout's copy (made once per step), the
+    frozen reference (stored so), and `completion_logprobs`, whose gradients flow
+    back to the master weights through the rounding. So the sampler and the learner
+    compute with the same numbers (the on-policy ratio is 1), and at bf16 the
+    sampler's weight gathers and the reference's memory are half of fp32's.
+    """
+    return _in_dtype(pure, self.dtype)
 
   @property
   def eos_ids(self) -> tuple[int, ...]:
@@ -73,7 +87,7 @@ class ModelDef:
 
   def completion_logprobs(self, params, mb, temperature: float, chunk: int):
     """log pi and entropy of `mb['tokens']` after `mb['prompt_ids']`, [b, T] (traced)."""
-    model = state_lib.merge_model(self.graphdef, params, self.rest)
+    model = state_lib.merge_model(self.graphdef, self.in_compute_dtype(params), self.rest)
     ids = jnp.concatenate([mb["prompt_ids"], mb["tokens"]], axis=1)
     attn = jnp.concatenate([mb["prompt_mask"], mb["mask"]], axis=1).astype(jnp.int32)
     lp, t = mb["prompt_ids"].shape[1], mb["tokens"].shape[1]
@@ -92,6 +106,27 @@ class ModelDef:
     return logprobs_lib.token_logprobs(
       h, model.output_kernel(), mb["tokens"], chunk_size=chunk, temperature=temperature
     )
+
+
+def to_dtype(x: jax.Array, dtype) -> jax.Array:
+  """A floating array rounded to `dtype` (others unchanged).
+
+  `reduce_precision` first: inside a jit, XLA removes an f32 -> bf16 -> f32 round
+  trip of converts (excess precision), so a bare `astype` would not round weights
+  that a layer uses in f32 (norm scales, biases) where a materialised bf16 copy
+  does. Rounded values convert exactly.
+  """
+  if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+    return x
+  f = jnp.finfo(dtype)
+  if f.bits < jnp.finfo(x.dtype).bits:
+    x = jax.lax.reduce_precision(x, exponent_bits=f.nexp, mantissa_bits=f.nmant)
+  return x.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _in_dtype(tree: Any, dtype) -> Any:
+  return jax.tree.map(lambda x: to_dtype(x, dtype), tree)
 
 
 def decode(tokenizer, tokens: np.ndarray, length: int) -> str:

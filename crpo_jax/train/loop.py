@@ -148,7 +148,10 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
   step = 0
   if ckpt.latest_step() is not None:
     state, ref, data_state, meta = ckpt.restore(
-      state, shardings, target_ref=state.params, ref_shardings=shardings.params
+      state,
+      shardings,
+      target_ref=jax.eval_shape(model_def.in_compute_dtype, state.params),
+      ref_shardings=shardings.params,
     )
     loader.set_state(data_state)
     step = int(state.step)
@@ -220,7 +223,8 @@ def _train(config, workdir, paths, watcher, stop_after, opened) -> dict[str, Any
       meta["phase"] = "rl"
       prog = phase_progress()
     if meta["phase"] == "rl" and learner.use_ref and ref is None:
-      ref = jax.tree.map(jnp.copy, state.params)
+      # In the compute dtype, as every forward uses it; a copy (the state is donated).
+      ref = jax.tree.map(jnp.copy, model_def.in_compute_dtype(state.params))
       ckpt.save_reference(ref)  # once: it never changes
     if meta["phase"] == "rl" and "before_rl" not in meta["evals"] and evaluator.enabled:
       do_eval("before_rl")

@@ -6,6 +6,7 @@ into answer strings so rewards (and so advantages) differ between rollouts.
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -270,16 +271,27 @@ def test_learner_logprobs_equal_decode_on_placeholder_ids():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_on_policy_ratio_is_one_in_the_compute_dtype(dtype):
   """The learner's teacher-forced log-probs of sampled completions equal the
-  sampler's, per token, in bf16 too: both heads multiply compute-dtype hidden
-  states by the compute-dtype kernel (an fp32 learner head gave 4.5e-3 here)."""
+  sampler's, per token, in bf16 too. Both heads multiply compute-dtype hidden
+  states by the compute-dtype kernel (an fp32 learner head gave 4.5e-3 here), and
+  both run the policy in the compute dtype: the sampler its rollout copy, as
+  `Learner.sample` makes it, the learner the same rounding inside its jit (a bare
+  `astype` there, which XLA undoes, gave 3.2e-2)."""
   from crpo_jax.rl import sampler as sampler_lib
 
   g = 4
   model = vlm.Qwen3VL(SMALL, dtype=jax.numpy.dtype(dtype), rngs=nnx.Rngs(0))
   model_def = rows_lib.ModelDef.from_model(model)
+  _, params, _ = state_lib.split_model(model)
+  rollout_copy = model_def.sampler_state(model_def.in_compute_dtype(params.to_pure_dict()))
   branch = _branch([_frames(0), _frames(1)])
   out = sampler_lib.generate(
-    model, branch, max_new_tokens=8, num_samples=g, temperature=1.0, seed=3, eos_ids=(63,)
+    nnx.merge(model_def.full_graphdef, rollout_copy),
+    branch,
+    max_new_tokens=8,
+    num_samples=g,
+    temperature=1.0,
+    seed=3,
+    eos_ids=(63,),
   )
   per_video = len(branch["pixel_values_videos"]) // 2
   videos = np.split(branch["pixel_values_videos"], [per_video])
@@ -292,7 +304,6 @@ def test_on_policy_ratio_is_one_in_the_compute_dtype(dtype):
     "pixel_values_videos": np.concatenate([v for v in videos for _ in range(g)]),
     "video_grid_thw": rows(branch["video_grid_thw"]),
   }
-  _, params, _ = state_lib.split_model(model)
   got, _ = jax.jit(lambda p, mb: model_def.completion_logprobs(p, mb, 1.0, 4))(
     params.to_pure_dict(), mb
   )
@@ -301,6 +312,40 @@ def test_on_policy_ratio_is_one_in_the_compute_dtype(dtype):
   log_ratio = (np.asarray(got) - np.asarray(out.logprobs))[mask]
   # |ratio - 1| <= 1e-3; float32 differs only by reduction order (~1e-6 here).
   assert np.abs(np.expm1(log_ratio)).max() <= 1e-3, np.abs(log_ratio).max()
+
+
+def test_rollout_copy_and_reference_are_in_the_compute_dtype(tmp_path):
+  """At bf16 the rollout samples from, and the reference is stored as, a bf16 copy
+  laid out as the fp32 master weights, and the reference restores as bf16. At fp32
+  the copy holds the master's values."""
+  from crpo_jax.train import checkpoint as ckpt_lib
+
+  mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+  for dtype in ("bfloat16", "float32"):
+    model = vlm.Qwen3VL(SMALL, dtype=jax.numpy.dtype(dtype), rngs=nnx.Rngs(0))
+    model_def = rows_lib.ModelDef.from_model(model)
+    state, shardings = state_lib.create_train_state(
+      model_def.template, optax.adam(1e-3), 0, mesh, sharding.DEFAULT_RULES
+    )
+    copy = model_def.in_compute_dtype(state.params)
+    pairs = list(zip(jax.tree.leaves(state.params), jax.tree.leaves(copy)))
+    assert {str(m.dtype) for m, _ in pairs} == {"float32"}
+    assert {str(c.dtype) for _, c in pairs} == {dtype}
+    for m, c in pairs:
+      assert c.sharding.is_equivalent_to(m.sharding, m.ndim)
+      np.testing.assert_array_equal(np.asarray(c), np.asarray(m).astype(c.dtype))
+    if dtype == "float32":
+      continue
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1, async_save=False)
+    ckpt.save_reference(copy)
+    ckpt.save(1, state)
+    ckpt.wait()
+    target = jax.eval_shape(model_def.in_compute_dtype, state.params)
+    _, ref, _, _ = ckpt.restore(state, shardings, target_ref=target, ref_shardings=shardings.params)
+    ckpt.close()
+    assert {str(r.dtype) for r in jax.tree.leaves(ref)} == {"bfloat16"}
+    for r, c in zip(jax.tree.leaves(ref), jax.tree.leaves(copy)):
+      np.testing.assert_array_equal(np.asarray(r), np.asarray(c))
 
 
 def test_sampling_never_emits_placeholder_ids():
