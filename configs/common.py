@@ -66,6 +66,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sampling.top_p = 1.0  # nucleus mass (1 = off)
   c.sampling.top_k = 0  # 0 = off
   c.sampling.cache_dtype = "bfloat16"  # KV cache dtype
+  # Layout of the rollout's bf16 copy of the policy: "fsdp" as the master weights
+  # (least memory; every decode step gathers its layers' weights over FSDP) or
+  # "decode" (gathered over FSDP once per step, split over tensor only: no weight
+  # gathers while decoding, but the whole bf16 model / tensor on every chip).
+  c.sampling.rollout_layout = "fsdp"
 
   c.reward = ml_collections.ConfigDict()  # mirrors rl/rewards.RewardConfig
   c.reward.accuracy_weight = 1.0  # accuracy term

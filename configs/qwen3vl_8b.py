@@ -36,4 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.tensor = 2  # tensor-parallel degree
   c.batch.prompts = 8  # prompts per step: one per accelerator (Video-R1)
   c.batch.micro_rollouts = 4  # one row per batch shard: must divide data x fsdp = 4
+  # The rollout's bf16 copy keeps the FSDP layout, which fits v6e-8 (31 GiB chips).
+  # On v5p-16, --config.sampling.rollout_layout=decode also fits (rollout peak 29.5
+  # GiB, benchmarks/RESULTS.md) and gathers no weights while decoding.
   return common.apply_arg(c, arg)

@@ -117,6 +117,27 @@ def current_mesh() -> Mesh | None:
   return None if ctx is None else ctx.mesh
 
 
+ROW_AXES = ("batch", "vision_rows", "vision_slots")  # logical axes of a batch's rows
+
+
+def decode_rules(rules: Rules) -> Rules:
+  """`rules` with the batch's mesh axes taken off every logical axis but the rows.
+
+  Weights are then laid out for decode: gathered over the FSDP axes (once, when a
+  copy is placed so) and split over tensor only, so a decode step gathers no
+  weights. Rows are split as before.
+  """
+  entry = dict(rules).get("batch")
+  batch_axes = set((entry,) if isinstance(entry, str) else entry or ())
+  out = []
+  for name, target in rules:
+    axes = (target,) if isinstance(target, str) else tuple(target or ())
+    if name not in ROW_AXES:
+      axes = tuple(a for a in axes if a not in batch_axes)
+    out.append((name, None if not axes else axes[0] if len(axes) == 1 else axes))
+  return tuple(out)
+
+
 def logical_to_spec(names: Sequence[str | None], rules: Rules | None = None) -> PartitionSpec:
   """Maps logical axis names to a PartitionSpec; a mesh axis is used at most once."""
   if rules is None:

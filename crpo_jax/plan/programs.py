@@ -240,7 +240,8 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
 
   # The learner's sampler groups (Learner.sample): branches with the same rollout
   # count and greediness share one call, prompts stacked per branch.
-  sampler_state = model_def.sampler_state(compute_params)
+  sampler_state = model_def.sampler_state(compute_params)  # the evaluator's
+  rollout_state = model_def.sampler_state(jax.eval_shape(learner.rollout_copy, params))
   g = config.sampling.num_generations
   videos = rows_lib.split_videos(batch["orig"], n_prompts)
   for (n, greedy), sampler in learner._samplers.items():
@@ -253,11 +254,11 @@ def build_programs(config, mesh, rules, *, text_tokens: int = 256) -> tuple[list
     programs.append(
       Program(
         name,
-        under_mesh(lambda s=sampler, i=inputs: s.lower(sampler_state, i, key)),
+        under_mesh(lambda s=sampler, i=inputs: s.lower(rollout_state, i, key)),
         param_bytes + opt_bytes + ref_bytes,
         f"{rows} prompts x {n} samples, prompt {shapes.prompt_len} + "
         f"{config.sampling.max_new_tokens} new tokens",
-        _sampler_arg_bytes(sampler, sampler_state, inputs),
+        _sampler_arg_bytes(sampler, rollout_state, inputs),
       )
     )
 

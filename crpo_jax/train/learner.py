@@ -43,6 +43,10 @@ from crpo_jax.train import state as state_lib
 if TYPE_CHECKING:  # configs are ml_collections, which accelerator images may lack
   import ml_collections
 
+# sampling.rollout_layout: "fsdp" keeps the master weights' layout (each decode step
+# gathers the weights it uses); "decode" gathers them over the FSDP axes once per
+# step (sharding.decode_rules).
+ROLLOUT_LAYOUTS = ("fsdp", "decode")
 _SUM_METRICS = ("clip_frac", "dual_clip_frac", "kl", "ratio_mean", "entropy")
 
 
@@ -110,6 +114,21 @@ class Learner:
     self.use_ref = self.loss_cfg.beta > 0
     self.last_rollouts: list[dict[str, Any]] = []  # the last step's rollout sample
     s = config.sampling
+    if s.rollout_layout not in ROLLOUT_LAYOUTS:
+      raise ValueError(
+        f"config.sampling.rollout_layout={s.rollout_layout!r}: expected one of "
+        f"{', '.join(ROLLOUT_LAYOUTS)}"
+      )
+    # The rollout's copy of the policy: the compute dtype, in the sampler's layout.
+    self.rollout_rules = self.rules
+    if s.rollout_layout == "decode":
+      self.rollout_rules = sharding.decode_rules(self.rules)
+    self._rollout_copy = jax.jit(
+      model_def.in_compute_dtype,
+      out_shardings=sharding.param_shardings(
+        model_def.template, mesh, self.rollout_rules
+      ).to_pure_dict(),
+    )
     self._samplers = {}
     for branch in self.spec.branches:
       n = branch.num_rollouts(s.num_generations)
@@ -127,7 +146,7 @@ class Learner:
             cache_dtype=s.cache_dtype,
           ),
           mesh,
-          rules,
+          self.rollout_rules,
         )
     aux_sharding = shardings.params if self.use_ref else None
     keys = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advantages")
@@ -159,13 +178,17 @@ class Learner:
 
   # -------------------------------------------------------------------- host side
 
+  def rollout_copy(self, params):
+    """The policy the rollout samples from, made once per step: the compute dtype
+    (`ModelDef.in_compute_dtype`), laid out by `sampling.rollout_layout`."""
+    return self._rollout_copy(params)
+
   def sample(self, state: state_lib.TrainState, batch: dict[str, Any], step: int):
     """Rollouts of every branch: {name: (GenerateOutput as numpy, Videos, n per prompt)}."""
     key = jax.random.fold_in(state.key(), step)
     g = self.config.sampling.num_generations
     vision = self.model_def.config.vision
-    # The rollout's copy of the policy, in the compute dtype (ModelDef.in_compute_dtype).
-    sampler_state = self.model_def.sampler_state(self.model_def.in_compute_dtype(state.params))
+    sampler_state = self.model_def.sampler_state(self.rollout_copy(state.params))
     num_prompts = len(batch["route"])
     out = {}
     for gi, ((n, greedy), sampler) in enumerate(self._samplers.items()):
@@ -175,7 +198,7 @@ class Learner:
         for bi, b in enumerate(group)
       ]
       inputs = rows_lib.stack_prompts(batch["orig"], videos)
-      with sharding.use_mesh(self.mesh, self.rules):
+      with sharding.use_mesh(self.mesh, self.rollout_rules):
         gen = sampler(sampler_state, inputs, jax.random.fold_in(key, gi))
       gen = sharding.host_get(gen)
       for bi, b in enumerate(group):

@@ -20,6 +20,7 @@ from crpo_jax.train import learner as learner_lib
 from crpo_jax.train import learner_rows as rows_lib
 from crpo_jax.train import optimizer
 from crpo_jax.train import state as state_lib
+from tests.tolerance import assert_close
 
 SMALL = Qwen3VLConfig(
   text=TextConfig(vocab_size=64, hidden_size=32, intermediate_size=40, num_layers=2,
@@ -346,6 +347,31 @@ def test_rollout_copy_and_reference_are_in_the_compute_dtype(tmp_path):
     assert {str(r.dtype) for r in jax.tree.leaves(ref)} == {"bfloat16"}
     for r, c in zip(jax.tree.leaves(ref), jax.tree.leaves(copy)):
       np.testing.assert_array_equal(np.asarray(r), np.asarray(c))
+
+
+def test_decode_layout_rollout_equals_the_fsdp_layout():
+  """`sampling.rollout_layout = "decode"`: the rollout's copy is split over tensor
+  only (gathered over fsdp once per step), and it samples what the FSDP-laid-out
+  copy samples."""
+  outs = {}
+  for layout in ("fsdp", "decode"):
+    _, _, _, state, learner = _small_setup(**{"sampling.rollout_layout": layout})
+    copy = learner.rollout_copy(state.params)
+    uses_fsdp = ["fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(copy)]
+    assert any(uses_fsdp) == (layout == "fsdp"), layout
+    assert any("tensor" in str(x.sharding.spec) for x in jax.tree.leaves(copy))
+    outs[layout] = learner.sample(state, _batch(), 0)
+  assert set(outs["fsdp"]) == set(outs["decode"])
+  for name, (a, _, _) in outs["fsdp"].items():
+    b = outs["decode"][name][0]
+    np.testing.assert_array_equal(b.tokens, a.tokens)
+    # The same float32 model in two layouts: reduction orders differ (~1e-6).
+    assert_close(b.logprobs, a.logprobs, rtol=1e-5, err_msg=name)
+
+
+def test_unknown_rollout_layout_names_the_field():
+  with pytest.raises(ValueError, match="config.sampling.rollout_layout='tp'.*fsdp, decode"):
+    _small_setup(**{"sampling.rollout_layout": "tp"})
 
 
 def test_sampling_never_emits_placeholder_ids():
