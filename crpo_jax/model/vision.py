@@ -249,6 +249,19 @@ def slot_layout(grid_thw: Int[Array, "n 3"], num_patches: int, rows: int, groups
   return gather, scatter, valid
 
 
+def check_segment_bounds(grid_thw, segment_rows: int, segments_per_item: int) -> None:
+  """Raises ValueError when a concrete (t, h, w) grid row exceeds `slot_layout`'s
+  bounds; inside jit such rows would be silently cut (their outputs zeroed)."""
+  g = np.asarray(grid_thw).reshape(-1, 3)
+  if (g[:, 1] * g[:, 2]).max(initial=0) > segment_rows or g[:, 0].max(
+    initial=0
+  ) > segments_per_item:
+    raise ValueError(
+      f"vision.py: grid_thw {g.tolist()} exceeds segment_rows={segment_rows} "
+      f"rows per temporal group or segments_per_item={segments_per_item} groups"
+    )
+
+
 def slot_attention(q_PNH, k_SNH, v_SNH, gather, scatter, valid):
   """Attention within each segment only: rows gathered into [slots, S], scored there.
 
@@ -473,14 +486,7 @@ class VisionEncoder(nnx.Module):
     slots = None
     if self.segment_rows is not None:
       if not isinstance(grid_thw, jax.core.Tracer):
-        g = np.asarray(grid_thw).reshape(-1, 3)
-        if (g[:, 1] * g[:, 2]).max(initial=0) > self.segment_rows or g[:, 0].max(
-          initial=0
-        ) > self.segments_per_item:
-          raise ValueError(
-            f"vision.py: grid_thw {g.tolist()} exceeds segment_rows={self.segment_rows} "
-            f"rows per temporal group or segments_per_item={self.segments_per_item} groups"
-          )
+        check_segment_bounds(grid_thw, self.segment_rows, self.segments_per_item)
       slots = slot_layout(grid_thw, num_p, self.segment_rows, self.segments_per_item)
 
     x = jnp.einsum("PC,CD->PD", pixel_values.astype(dt), self.patch_kernel[...].astype(dt))

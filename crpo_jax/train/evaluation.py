@@ -65,7 +65,9 @@ class Evaluator:
     try:
       for batch in loader:
         n = len(batch["route"])
-        inputs = rows_lib.stack_prompts(batch["orig"], [rows_lib.split_videos(batch["orig"], n)])
+        videos = rows_lib.split_videos(batch["orig"], n)
+        self.model_def.check_videos(videos[1])
+        inputs = rows_lib.stack_prompts(batch["orig"], [videos])
         with sharding.use_mesh(self.mesh, self.rules):
           gen = self._sampler(state, inputs, jax.random.key(0))
         gen = sharding.host_get(gen)

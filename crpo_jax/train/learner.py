@@ -197,6 +197,8 @@ class Learner:
         rows_lib.branch_video(batch, b.video, vision, (self.config.seed, step, gi, bi))
         for bi, b in enumerate(group)
       ]
+      for _, grid in videos:
+        self.model_def.check_videos(grid)
       inputs = rows_lib.stack_prompts(batch["orig"], videos)
       with sharding.use_mesh(self.mesh, self.rollout_rules):
         gen = sampler(sampler_state, inputs, jax.random.fold_in(key, gi))

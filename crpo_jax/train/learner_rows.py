@@ -24,6 +24,7 @@ from flax import nnx
 
 from crpo_jax import bucketing
 from crpo_jax import sharding as sharding_lib
+from crpo_jax.model import vision as vision_lib
 from crpo_jax.model.config import Qwen3VLConfig
 from crpo_jax.rl import logprobs as logprobs_lib
 from crpo_jax.rl import sampler as sampler_lib
@@ -42,12 +43,30 @@ class ModelDef:
   full_graphdef: Any  # graphdef of nnx.split(model), what the sampler merges
   template: nnx.State  # parameters with metadata (shapes/shardings), values unused
   dtype: Any = jnp.float32  # the compute dtype
+  vision_segments: tuple[int, int] | None = None  # per-segment attention's bounds
 
   @classmethod
   def from_model(cls, model: nnx.Module) -> ModelDef:
     graphdef, params, rest = state_lib.split_model(model)
     full_graphdef, _ = nnx.split(model)
-    return cls(model.config, graphdef, rest, full_graphdef, params, jnp.dtype(model.dtype))
+    v = model.visual
+    bounds = None if v.segment_rows is None else (v.segment_rows, v.segments_per_item)
+    return cls(model.config, graphdef, rest, full_graphdef, params, jnp.dtype(model.dtype), bounds)
+
+  def check_videos(self, grid: np.ndarray) -> None:
+    """Refuses, before any jit, a video the per-segment vision attention cannot hold
+    (inside jit its extra rows would be dropped without an error)."""
+    if self.vision_segments is None:
+      return
+    try:
+      vision_lib.check_segment_bounds(grid, *self.vision_segments)
+    except ValueError as e:
+      raise ValueError(
+        f"{e}. With model.vision_attention='segments' a temporal group holds at most "
+        f"data.max_pixels / patch_size**2 patch rows and a video at most "
+        f"ceil(data.num_frames / temporal_patch_size) groups; the run's processor caps "
+        f"frames to that (train/setup.py processor_config), a custom one must too"
+      ) from None
 
   def in_compute_dtype(self, pure: Any) -> Any:
     """The policy in the compute dtype: floating parameters rounded to it (others

@@ -114,6 +114,8 @@ class SFT:
       "orig": rows_lib.split_videos(batch["orig"], num_prompts),
       "cf": rows_lib.split_videos(batch["cf"], num_prompts),
     }
+    for _, grid in videos.values():
+      self.model_def.check_videos(grid)
     texts = [target_text(letter, self.config.sft.think) for _, _, letter in targets]
     tokens, mask = encode_targets(
       self.tokenizer,

@@ -374,6 +374,30 @@ def test_unknown_rollout_layout_names_the_field():
     _small_setup(**{"sampling.rollout_layout": "tp"})
 
 
+def test_a_video_beyond_the_segment_bounds_is_refused_before_jit():
+  """With per-segment vision attention, a video over its bounds would lose rows
+  inside jit without an error; the learner refuses it on the host, naming the
+  config fields. At the bounds it samples."""
+  config = _config("crpo")
+  mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
+  batch = _batch()
+  t, h, w = (int(x) for x in np.asarray(batch["orig"]["video_grid_thw"])[0])
+  for rows, ok in ((h * w, True), (h * w - 4, False)):
+    model = vlm.Qwen3VL(SMALL, vision_segments=(rows, t), rngs=nnx.Rngs(0))
+    model_def = rows_lib.ModelDef.from_model(model)
+    assert model_def.vision_segments == (rows, t)
+    tx, _ = optimizer.optimizer_from_config(config.optim, 2)
+    state, shardings = state_lib.create_train_state(model_def.template, tx, 0, mesh)
+    learner = learner_lib.Learner(
+      config, model_def, TableTokenizer(), tx, shardings, mesh, sharding.DEFAULT_RULES
+    )
+    if ok:
+      assert set(learner.sample(state, batch, 0)) == {"original", "counterfactual"}
+    else:
+      with pytest.raises(ValueError, match=r"exceeds segment_rows=.*data\.max_pixels"):
+        learner.sample(state, batch, 0)
+
+
 def test_sampling_never_emits_placeholder_ids():
   """At temperature 2 on a 64-token vocabulary, an unbanned sampler would draw the
   two placeholder ids ~3% of the time: 256 rows x 6 tokens would hold ~50."""
